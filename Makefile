@@ -1,0 +1,60 @@
+# Agent OS — see README.md. Every target installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap run up services services-down services-status lint format test \
+        test-unit test-integration bench bench-outbox k8s-tools clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+bootstrap: ## Install uv and the Python environment (.venv) from uv.lock
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet --python python3
+
+run: bootstrap ## Start Agent OS on embedded defaults (SQLite, no NATS) at http://127.0.0.1:8080
+	$(UV) run --frozen agentos serve
+
+up: bootstrap services ## The full local stack: real services + Agent OS on PostgreSQL and NATS
+	set -a; . .services/env; set +a; $(UV) run --frozen agentos serve
+
+services: ## Install (when missing) and start the real services; settings in .services/env
+	hack/services.sh up
+
+services-down: ## Stop the services started by `make services`
+	hack/services.sh down
+
+services-status:
+	hack/services.sh status
+
+k8s-tools: ## Build kube-apiserver, kubectl, kwok and helm from their Go modules (cached)
+	hack/build-k8s-tools.sh
+
+lint: bootstrap ## ruff (lint + format check) and mypy (strict for controlplane/domain)
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy controlplane
+
+format: bootstrap
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+test: bootstrap services lint ## Install, start the real services, lint, run the whole suite
+	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra $(PYTEST_ARGS)
+
+test-unit: bootstrap
+	$(UV) run --frozen pytest -ra tests/unit $(PYTEST_ARGS)
+
+test-integration: bootstrap services
+	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration tests/e2e $(PYTEST_ARGS)
+
+bench: bench-outbox ## Every benchmark (one JSON line per figure)
+
+bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-published latency
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.outbox
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,8 @@
+"""Agent OS control plane."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("agentos")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

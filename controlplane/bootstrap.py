@@ -1,0 +1,58 @@
+"""Composition root: wires settings, the database, the schema registry and NATS together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from functools import lru_cache
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controlplane.config import Settings
+from controlplane.data.engine import create_engine
+from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.outbox.relay import RelayConfig
+from controlplane.outbox.schema_registry import SchemaRegistry, load_builtin_schemas
+
+
+@lru_cache(maxsize=1)
+def schema_registry() -> SchemaRegistry:
+    """The registry of every event schema Agent OS ships."""
+    return load_builtin_schemas()
+
+
+class Container:
+    """What a process needs, built once from `Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings.database_url)
+        self.registry = schema_registry()
+
+    def uow(self, principal: str = "system") -> UnitOfWork:
+        """A new UnitOfWork on this process's engine."""
+        return UnitOfWork(self.engine, self.registry, principal=principal)
+
+    def relay_config(self) -> RelayConfig:
+        s = self.settings
+        return RelayConfig(
+            batch_size=s.relay_batch_size,
+            lease_s=s.relay_lease_s,
+            poll_interval_s=s.relay_poll_interval_s,
+            publish_timeout_s=s.relay_publish_timeout_s,
+            max_attempts=s.relay_max_attempts,
+            backoff_base_s=s.relay_backoff_base_s,
+            backoff_max_s=s.relay_backoff_max_s,
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT (graceful drain). Call inside the running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

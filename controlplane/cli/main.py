@@ -1,0 +1,128 @@
+"""`agentos`: the command-line interface of DESIGN §4.
+
+Commands that talk to a running control plane use `AGENTOS_API_URL`; commands that run a
+component (`serve`, `relay`, `operator`) or administer the database use the settings of
+`controlplane.config`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from controlplane import __version__
+
+app = typer.Typer(
+    name="agentos",
+    help="Agent OS: a Kubernetes-style control plane for AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+get_app = typer.Typer(help="List resources.", no_args_is_help=True)
+describe_app = typer.Typer(help="Show one resource in detail.", no_args_is_help=True)
+delete_app = typer.Typer(help="Delete a resource.", no_args_is_help=True)
+app.add_typer(get_app, name="get")
+app.add_typer(describe_app, name="describe")
+app.add_typer(delete_app, name="delete")
+
+
+def not_built(what: str, issue: int) -> None:
+    """Say plainly that a command is not built yet, and exit 2."""
+    typer.echo(f"agentos {what}: not built yet (tracked in issue {issue}).", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def version() -> None:
+    """Print the Agent OS version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Listen address (AGENTOS_HOST)."),
+    port: int | None = typer.Option(None, help="Listen port (AGENTOS_PORT)."),
+) -> None:
+    """Run the API, controller and relay in one process on embedded defaults.
+
+    The database is migrated to the latest schema first. The relay runs only when
+    AGENTOS_NATS_URL is set; otherwise events stay in the outbox.
+    """
+    import asyncio
+
+    import uvicorn
+
+    from controlplane.api.app import create_app
+    from controlplane.bootstrap import Container, stop_on_signals
+    from controlplane.cli.outbox import run_relay
+    from controlplane.config import get_settings
+    from controlplane.data import migrate
+    from controlplane.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    migrate.upgrade(settings.database_url)
+
+    async def main() -> None:
+        container = Container(settings)
+        stop = stop_on_signals()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(),
+                host=host or settings.host,
+                port=port or settings.port,
+                log_config=None,
+                access_log=False,
+            )
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks = [asyncio.create_task(server.serve())]
+        if settings.nats_url:
+            tasks.append(asyncio.create_task(run_relay(container, stop)))
+        else:
+            typer.echo("AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", err=True)
+        await stop.wait()
+        server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await container.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def apply(
+    file: str = typer.Option(..., "-f", "--filename", help="A manifest file or a folder."),
+) -> None:
+    """Create or update agents from manifests."""
+    not_built("apply", 4)
+
+
+@get_app.command("agents")
+def get_agents(
+    namespace: str = typer.Option("default", "-n", "--namespace", help="Tenant."),
+    output: str = typer.Option("", "-o", "--output", help="wide | yaml | json"),
+) -> None:
+    """List agents of a tenant."""
+    not_built("get agents", 4)
+
+
+@describe_app.command("agent")
+def describe_agent(name: str) -> None:
+    """Show an agent: status, conditions, transition history."""
+    not_built("describe agent", 4)
+
+
+@delete_app.command("agent")
+def delete_agent(name: str) -> None:
+    """Delete an agent (through Terminating)."""
+    not_built("delete agent", 4)
+
+
+@app.command()
+def operator() -> None:
+    """Run the Kubernetes operator (kopf) that mirrors Agent CRs."""
+    not_built("operator", 6)
+
+
+from controlplane.cli import outbox as _outbox  # noqa: E402  (registers `relay`, `db`, `outbox`)
+
+_outbox.register(app)

@@ -1,0 +1,50 @@
+"""Settings from the environment, in one place (twelve-factor; DESIGN §4).
+
+Every variable is prefixed `AGENTOS_`. Unset NATS means embedded mode: events stay in the
+outbox and are served by the API; nothing is faked.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("agentos.db")
+
+
+class Settings(BaseSettings):
+    """Agent OS settings, read from `AGENTOS_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTOS_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}",
+        description="SQLAlchemy async URL; PostgreSQL (asyncpg) or SQLite (aiosqlite).",
+    )
+    nats_url: str | None = Field(default=None, description="NATS server; unset: no relay.")
+    runtime: Literal["containerd", "process", "kubernetes", "simulated"] = "process"
+    api_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    # Outbox relay (DESIGN §3).
+    relay_batch_size: int = Field(default=256, ge=1, le=10_000)
+    relay_lease_s: float = Field(default=30.0, gt=0)
+    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    relay_publish_timeout_s: float = Field(default=5.0, gt=0)
+    relay_max_attempts: int = Field(default=8, ge=1)
+    relay_backoff_base_s: float = Field(default=0.5, gt=0)
+    relay_backoff_max_s: float = Field(default=60.0, gt=0)
+    relay_metrics_port: int | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()

@@ -1,0 +1,177 @@
+"""The relational schema (SQLAlchemy Core), the single source for Alembic migrations.
+
+Portable between PostgreSQL (asyncpg) and SQLite (aiosqlite): JSON is JSONB on PostgreSQL,
+big integer keys are plain INTEGER on SQLite (its rowid alias), times are timezone-aware.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Time = DateTime(timezone=True)
+
+
+def _id() -> Column[int]:
+    return Column("id", BigId, primary_key=True, autoincrement=True)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("quota", Json, nullable=False, server_default=text("'{}'")),
+    Column("resource_version", BigInteger, nullable=False, server_default=text("1")),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(63), ForeignKey("tenants.name"), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("labels", Json, nullable=False, server_default=text("'{}'")),
+    Column("annotations", Json, nullable=False, server_default=text("'{}'")),
+    Column("spec", Json, nullable=False),
+    Column("status", Json, nullable=False, server_default=text("'{}'")),
+    Column("phase", String(32), nullable=False),
+    Column("generation", BigInteger, nullable=False, server_default=text("1")),
+    Column("resource_version", BigInteger, nullable=False, server_default=text("1")),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    Column("deletion_requested_at", Time, nullable=True),
+    UniqueConstraint("tenant", "name"),
+    Index(None, "phase"),
+)
+
+agent_transitions = Table(
+    "agent_transitions",
+    metadata,
+    _id(),
+    Column("agent_id", String(36), nullable=False, index=True),
+    Column("tenant", String(63), nullable=False),
+    Column("from_phase", String(32), nullable=True),
+    Column("to_phase", String(32), nullable=False),
+    Column("reason", String(128), nullable=False),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("event_id", String(36), nullable=True),
+    Column("occurred_at", Time, nullable=False),
+)
+
+# Per-aggregate event sequence, and the relay's lease on the aggregate (DESIGN §3): a writer
+# increments `last_sequence` under the row lock; a relay claims the row FOR UPDATE SKIP LOCKED
+# and leases it, so one relay at a time publishes an aggregate's events, in order.
+aggregate_sequences = Table(
+    "aggregate_sequences",
+    metadata,
+    Column("aggregate_type", String(64), primary_key=True),
+    Column("aggregate_id", String(64), primary_key=True),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", Time, nullable=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    _id(),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("event_type", String(128), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("aggregate_type", String(64), nullable=False),
+    Column("aggregate_id", String(64), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("tenant_id", String(63), nullable=False),
+    Column("agent_id", String(36), nullable=True),
+    Column("trace_id", String(32), nullable=True),
+    Column("traceparent", String(64), nullable=True),
+    Column("occurred_at", Time, nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("replay_count", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Time, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("stream_sequence", BigInteger, nullable=True),
+    Column("published_at", Time, nullable=True),
+    Column("acknowledged_at", Time, nullable=True),
+    UniqueConstraint("aggregate_type", "aggregate_id", "sequence"),
+    Index(None, "state", "next_attempt_at"),
+    Index(None, "occurred_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    _id(),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("source", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("envelope", Json, nullable=False),
+    Column("dead_at", Time, nullable=False),
+    Column("requeued_at", Time, nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    _id(),
+    Column("occurred_at", Time, nullable=False),
+    Column("principal", String(128), nullable=False),
+    Column("tenant", String(63), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(300), nullable=False),
+    Column("event_id", String(36), nullable=True),
+    Column("details", Json, nullable=False, server_default=text("'{}'")),
+    Index(None, "tenant", "occurred_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("principal", String(128), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", Json, nullable=True),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("consumer", String(128), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("received_at", Time, nullable=False),
+)

@@ -1,0 +1,69 @@
+"""UnitOfWork: the boundary of consistency (Architecture Patterns with Python, ch. 6).
+
+Business rows, their outbox events and audit entries are written on one connection in one
+transaction; `commit()` is the only way a change leaves the process. On PostgreSQL a commit
+that wrote events also NOTIFYs the relay (delivered by PostgreSQL only at commit).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from controlplane.data.repositories import AuditRepository, OutboxWriter, TenantRepository
+from controlplane.outbox.schema_registry import SchemaRegistry
+
+OUTBOX_CHANNEL = "agentos_outbox"
+
+
+class UnitOfWork:
+    """`async with UnitOfWork(engine, registry) as uow: ...; await uow.commit()`.
+
+    Leaving the block without `commit()` (or with an exception) rolls everything back.
+    """
+
+    tenants: TenantRepository
+    outbox: OutboxWriter
+    audit: AuditRepository
+    connection: AsyncConnection
+
+    def __init__(
+        self, engine: AsyncEngine, registry: SchemaRegistry, *, principal: str = "system"
+    ) -> None:
+        self._engine = engine
+        self._registry = registry
+        self.principal = principal
+        self._committed = False
+
+    async def __aenter__(self) -> UnitOfWork:
+        self.connection = await self._engine.connect()
+        await self.connection.begin()
+        self.tenants = TenantRepository(self.connection)
+        self.outbox = OutboxWriter(self.connection, self._registry)
+        self.audit = AuditRepository(self.connection, self.principal)
+        return self
+
+    async def commit(self) -> None:
+        """Commit the transaction; wake the relay if events were written."""
+        if self.outbox.written and self.connection.dialect.name == "postgresql":
+            await self.connection.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+        await self.connection.commit()
+        self._committed = True
+
+    async def rollback(self) -> None:
+        """Discard everything written in this unit."""
+        await self.connection.rollback()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                await self.connection.rollback()
+        finally:
+            await self.connection.close()

@@ -1,0 +1,105 @@
+"""JetStream adapter: connection, declarative stream setup, subjects and publishing.
+
+Streams (DESIGN §3): `AGENTOS_EVENTS` on `agentos.events.<tenant>.<aggregate_type>.<event_type>`
+and `AGENTOS_DLQ` on `agentos.dlq.>`. Setup is idempotent: a stream is created when missing
+and updated to the declared configuration otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+
+from controlplane.domain.events import EventEnvelope
+
+EVENTS_STREAM = "AGENTOS_EVENTS"
+DLQ_STREAM = "AGENTOS_DLQ"
+EVENTS_SUBJECT_PREFIX = "agentos.events"
+DLQ_SUBJECT_PREFIX = "agentos.dlq"
+DUPLICATE_WINDOW_S = 120.0
+
+
+def event_subject(envelope: EventEnvelope, prefix: str = EVENTS_SUBJECT_PREFIX) -> str:
+    """`agentos.events.<tenant>.<aggregate_type>.<event_type>` for `envelope`."""
+    return f"{prefix}.{envelope.tenant_id}.{envelope.aggregate_type}.{envelope.event_type}"
+
+
+def stream_configs(duplicate_window_s: float = DUPLICATE_WINDOW_S) -> list[StreamConfig]:
+    """The declared streams."""
+    return [
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{EVENTS_SUBJECT_PREFIX}.>"],
+            duplicate_window=duplicate_window_s,
+            max_age=7 * 24 * 3600.0,
+        ),
+        StreamConfig(
+            name=DLQ_STREAM,
+            subjects=[f"{DLQ_SUBJECT_PREFIX}.>"],
+            duplicate_window=duplicate_window_s,
+            max_age=30 * 24 * 3600.0,
+        ),
+    ]
+
+
+async def ensure_streams(
+    js: JetStreamContext, duplicate_window_s: float = DUPLICATE_WINDOW_S
+) -> None:
+    """Create or update the declared streams (idempotent)."""
+    for config in stream_configs(duplicate_window_s):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config=config)
+        else:
+            await js.update_stream(config=config)
+
+
+async def connect(url: str, *, name: str, connect_timeout_s: float = 5.0) -> NATS:
+    """Connect to NATS, reconnecting forever in the background after a first success."""
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=connect_timeout_s,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+    )
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """JetStream's answer: the stream sequence, and whether it was a duplicate by msg id."""
+
+    stream_sequence: int
+    duplicate: bool
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    msg_id: str,
+    headers: dict[str, str] | None = None,
+    timeout_s: float,
+    stream: str | None = None,
+) -> PublishResult:
+    """Publish with `Nats-Msg-Id = msg_id` and wait for the ack at most `timeout_s`.
+
+    `publish_async` futures have no deadline of their own, so the wait is bounded here.
+    Raises asyncio.TimeoutError or a nats error.
+    """
+    hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+    future = await asyncio.wait_for(
+        js.publish_async(subject, data, headers=hdrs, stream=stream, wait_stall=timeout_s),
+        timeout_s,
+    )
+    ack = await asyncio.wait_for(future, timeout_s)
+    return PublishResult(ack.seq, bool(ack.duplicate))
