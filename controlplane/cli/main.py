@@ -37,6 +37,21 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _server_class() -> type:
+    import contextlib
+
+    import uvicorn
+
+    class ServerWithoutSignals(uvicorn.Server):
+        """uvicorn, leaving SIGTERM/SIGINT to our own handler so the relay drains too."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            yield
+
+    return ServerWithoutSignals
+
+
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Listen address (AGENTOS_HOST)."),
@@ -65,7 +80,7 @@ def serve(
     async def main() -> None:
         container = Container(settings)
         stop = stop_on_signals()
-        server = uvicorn.Server(
+        server = _server_class()(
             uvicorn.Config(
                 create_app(),
                 host=host or settings.host,
@@ -74,7 +89,6 @@ def serve(
                 access_log=False,
             )
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks = [asyncio.create_task(server.serve())]
         if settings.nats_url:
             tasks.append(asyncio.create_task(run_relay(container, stop)))
@@ -126,3 +140,7 @@ def operator() -> None:
 from controlplane.cli import outbox as _outbox  # noqa: E402  (registers `relay`, `db`, `outbox`)
 
 _outbox.register(app)
+
+
+if __name__ == "__main__":
+    app()

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.data.repositories import dialect_insert
 from controlplane.data.tables import aggregate_sequences, dead_letters, inbox, outbox
@@ -358,7 +359,9 @@ class OutboxStore:
         chosen = [x for x in (from_id, since, aggregate) if x is not None]
         if len(chosen) != 1:
             raise ValueError("give exactly one of --from-id, --since, --aggregate")
-        cond = outbox.c.state.in_([OutboxState.PUBLISHED, OutboxState.ACKNOWLEDGED])
+        cond: ColumnElement[bool] = outbox.c.state.in_(
+            [OutboxState.PUBLISHED, OutboxState.ACKNOWLEDGED]
+        )
         async with self._engine.begin() as conn:
             if from_id is not None:
                 start = (

@@ -53,6 +53,7 @@ async def ensure_streams(
 ) -> None:
     """Create or update the declared streams (idempotent)."""
     for config in stream_configs(duplicate_window_s):
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:

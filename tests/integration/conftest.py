@@ -4,6 +4,7 @@ JetStream streams, and private nats-server processes for tests that stop NATS.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -32,11 +33,14 @@ async def pg_url(pg_admin_dsn: str, database_url: str) -> AsyncIterator[str]:
     name = f"agentos_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
     url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
     await asyncio.to_thread(migrate.upgrade, url)
     try:
         yield url
     finally:
+        # A new connection: a test may have restarted PostgreSQL meanwhile.
+        admin = await asyncpg.connect(pg_admin_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
@@ -56,10 +60,8 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
     client = await nats.connect(nats_url)
     js = client.jetstream()
     for stream in (EVENTS_STREAM, DLQ_STREAM):
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
-        except NotFoundError:
-            pass
     try:
         yield client
     finally:

@@ -26,7 +26,7 @@ from tests.integration.outbox_helpers import (
     write_events,
 )
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.postgres, pytest.mark.nats]
+pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 FAST = RelayConfig(
     batch_size=64,
