@@ -9,10 +9,15 @@ from functools import lru_cache
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.config import Settings
+from controlplane.controller.reconciler import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.outbox.relay import RelayConfig
 from controlplane.outbox.schema_registry import SchemaRegistry, load_builtin_schemas
+from controlplane.runtimes.base import Runtime
+from controlplane.runtimes.process import ProcessRuntime
+from controlplane.runtimes.simulated import SimulatedRuntime
+from controlplane.scheduler.admission import Node
 
 
 @lru_cache(maxsize=1)
@@ -28,6 +33,48 @@ class Container:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.registry = schema_registry()
+        self.controller: Controller | None = None
+
+    def notify(self, agent_id: str) -> None:
+        """Tell the in-process controller (if any) that an agent changed."""
+        if self.controller is not None:
+            self.controller.notify(agent_id)
+
+    def notify_capacity(self) -> None:
+        """Quota or capacity changed: schedule again."""
+        if self.controller is not None:
+            self.controller.want_schedule()
+
+    def runtimes(self) -> dict[str, Runtime]:
+        """Runtime backends by runtime class, from AGENTOS_RUNTIME (DESIGN §5)."""
+        s = self.settings
+        process = ProcessRuntime(s.state_dir / "process")
+        if s.runtime == "simulated":
+            sim = SimulatedRuntime(s.simulated_start_latency_s)
+            return {"runc": sim, "gvisor": sim, "process": sim}
+        if s.runtime == "containerd":
+            from controlplane.runtimes.containerd import ContainerdRuntime
+
+            ctrd = ContainerdRuntime.from_env()
+            return {"runc": ctrd, "gvisor": ctrd, "process": process}
+        return {"process": process}
+
+    def build_controller(self) -> Controller:
+        s = self.settings
+        self.controller = Controller(
+            self.engine,
+            self.registry,
+            self.runtimes(),
+            ControllerConfig(
+                workers=s.controller_workers,
+                require_published=bool(s.nats_url),
+                nodes=[
+                    Node(s.node_name, s.node_cpu_millis, s.node_memory_bytes, s.node_max_agents)
+                ],
+                restart_backoff_base_s=s.restart_backoff_base_s,
+            ),
+        )
+        return self.controller
 
     def uow(self, principal: str = "system") -> UnitOfWork:
         """A new UnitOfWork on this process's engine."""

@@ -6,6 +6,7 @@ outbox and are served by the API; nothing is faked.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,21 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; PostgreSQL (asyncpg) or SQLite (aiosqlite).",
     )
     nats_url: str | None = Field(default=None, description="NATS server; unset: no relay.")
-    runtime: Literal["containerd", "process", "kubernetes", "simulated"] = "process"
+    runtime: Literal["containerd", "process", "kubernetes", "simulated"] = Field(
+        default="process",
+        description="Backend for the container runtime classes (runc, gvisor); the `process` "
+        "class always runs as a plain child process. `simulated` is for benchmarks only.",
+    )
+    state_dir: Path = Field(default=Path(".agentos"), description="Sandbox state and logs.")
+    simulated_start_latency_s: float = 0.0
+    controller_workers: int = Field(default=4, ge=1)
+    restart_backoff_base_s: float = Field(default=1.0, gt=0)
+    node_name: str = "local"
+    node_cpu_millis: int = Field(default_factory=lambda: (os.cpu_count() or 1) * 1000)
+    node_memory_bytes: int = Field(
+        default_factory=lambda: os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    )
+    node_max_agents: int = 1000
     api_url: str = "http://127.0.0.1:8080"
     host: str = "127.0.0.1"
     port: int = 8080

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controlplane import __version__
+from controlplane.api import agents, tenants
+from controlplane.api.errors import agentos_error_handler, request_validation_handler
+from controlplane.domain.errors import AgentOSError
+from controlplane.domain.lifecycle import IllegalTransition
 
 
-def create_app() -> FastAPI:
-    """Build the HTTP application (DESIGN §4): `/healthz`, `/readyz`, `/metrics`, `/api/v1`."""
+def create_app(container: Any) -> FastAPI:
+    """Build the HTTP application (DESIGN §4) on a bootstrap.Container."""
     app = FastAPI(title="Agent OS", version=__version__, openapi_url="/openapi.json")
+    app.state.container = container
+    app.add_exception_handler(AgentOSError, agentos_error_handler)
+    app.add_exception_handler(IllegalTransition, agentos_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
+
+    @app.middleware("http")
+    async def principal(request: Request, call_next: Any) -> Response:
+        # Authentication arrives with the API issue; until then every caller is anonymous.
+        request.state.principal = "anonymous"
+        response: Response = await call_next(request)
+        return response
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -27,4 +45,6 @@ def create_app() -> FastAPI:
         """Prometheus text exposition of this process's metrics."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(agents.router)
+    app.include_router(tenants.router)
     return app

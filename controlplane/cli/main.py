@@ -80,16 +80,17 @@ def serve(
     async def main() -> None:
         container = Container(settings)
         stop = stop_on_signals()
+        controller = container.build_controller()
         server = _server_class()(
             uvicorn.Config(
-                create_app(),
+                create_app(container),
                 host=host or settings.host,
                 port=port or settings.port,
                 log_config=None,
                 access_log=False,
             )
         )
-        tasks = [asyncio.create_task(server.serve())]
+        tasks = [asyncio.create_task(server.serve()), asyncio.create_task(controller.run(stop))]
         if settings.nats_url:
             tasks.append(asyncio.create_task(run_relay(container, stop)))
         else:
@@ -97,38 +98,19 @@ def serve(
         await stop.wait()
         server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        for runtime in {id(r): r for r in controller.runtimes.values()}.values():
+            await runtime.close()
         await container.close()
 
     asyncio.run(main())
 
 
-@app.command()
-def apply(
-    file: str = typer.Option(..., "-f", "--filename", help="A manifest file or a folder."),
-) -> None:
-    """Create or update agents from manifests."""
-    not_built("apply", 4)
+from controlplane.cli import agents as _agents  # noqa: E402
 
-
-@get_app.command("agents")
-def get_agents(
-    namespace: str = typer.Option("default", "-n", "--namespace", help="Tenant."),
-    output: str = typer.Option("", "-o", "--output", help="wide | yaml | json"),
-) -> None:
-    """List agents of a tenant."""
-    not_built("get agents", 4)
-
-
-@describe_app.command("agent")
-def describe_agent(name: str) -> None:
-    """Show an agent: status, conditions, transition history."""
-    not_built("describe agent", 4)
-
-
-@delete_app.command("agent")
-def delete_agent(name: str) -> None:
-    """Delete an agent (through Terminating)."""
-    not_built("delete agent", 4)
+app.command("apply")(_agents.apply)
+get_app.command("agents")(_agents.get_agents)
+describe_app.command("agent")(_agents.describe_agent)
+delete_app.command("agent")(_agents.delete_agent)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -145,6 +145,15 @@ class OutboxWriter:
         )
         self.written += 1
         return envelope
+
+    async def unpublished(self, aggregate_type: str, aggregate_id: str) -> int:
+        """How many events of the aggregate are not yet Published (still OutboxWritten)."""
+        query = select(func.count()).where(
+            outbox.c.aggregate_type == aggregate_type,
+            outbox.c.aggregate_id == aggregate_id,
+            outbox.c.state == OutboxState.OUTBOX_WRITTEN,
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
 
 class AuditRepository:

@@ -12,6 +12,7 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from controlplane.data.agents import AgentRepository
 from controlplane.data.repositories import AuditRepository, OutboxWriter, TenantRepository
 from controlplane.outbox.schema_registry import SchemaRegistry
 
@@ -25,6 +26,7 @@ class UnitOfWork:
     """
 
     tenants: TenantRepository
+    agents: AgentRepository
     outbox: OutboxWriter
     audit: AuditRepository
     connection: AsyncConnection
@@ -41,6 +43,7 @@ class UnitOfWork:
         self.connection = await self._engine.connect()
         await self.connection.begin()
         self.tenants = TenantRepository(self.connection)
+        self.agents = AgentRepository(self.connection)
         self.outbox = OutboxWriter(self.connection, self._registry)
         self.audit = AuditRepository(self.connection, self.principal)
         return self

@@ -1,0 +1,198 @@
+"""The Agent object: `apiVersion: agentos.io/v1alpha1`, `kind: Agent`, metadata, spec,
+status — shaped by the Kubernetes API conventions.
+
+This model is the single source of validation for REST, gRPC, the CLI and the CRD schema.
+`parse_agent` turns a manifest into an Agent or raises ValidationFailed naming each bad
+field by JSON pointer (RFC 6901).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from controlplane.domain.errors import FieldError, ValidationFailed
+from controlplane.domain.lifecycle import RestartPolicy
+from controlplane.domain.quantity import CPU_PATTERN, MEMORY_PATTERN, cpu_millis, memory_bytes
+
+API_VERSION = "agentos.io/v1alpha1"
+KIND = "Agent"
+# RFC 1123 label, as Kubernetes uses for names that become DNS labels (max 63).
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+RUNTIME_CLASSES = ("runc", "gvisor", "process")
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors, as in Kubernetes strict field validation."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ObjectMeta(Strict):
+    name: str = Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)
+    namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=DNS1123_LABEL,
+        description="The tenant. Taken from the request path when absent.",
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    resourceVersion: str | None = None
+    generation: int | None = None
+    creationTimestamp: str | None = None
+    deletionTimestamp: str | None = None
+
+
+class EnvVar(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str = ""
+
+
+class ResourceList(Strict):
+    cpu: str | None = Field(default=None, pattern=CPU_PATTERN, description="e.g. 500m")
+    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN, description="e.g. 256Mi")
+
+
+class Resources(Strict):
+    """Requests are what the scheduler reserves; limits are enforced on the sandbox.
+    A missing request defaults to the limit (Kubernetes convention)."""
+
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+
+    def request_cpu_millis(self) -> int:
+        q = self.requests.cpu or self.limits.cpu
+        return cpu_millis(q) if q else 0
+
+    def request_memory_bytes(self) -> int:
+        q = self.requests.memory or self.limits.memory
+        return memory_bytes(q) if q else 0
+
+
+class RuntimeSpec(Strict):
+    class_: Literal["runc", "gvisor", "process"] = Field(default="runc", alias="class")
+
+
+class HTTPGetAction(Strict):
+    path: str = "/healthz"
+    port: int = Field(ge=1, le=65535)
+
+
+class ExecAction(Strict):
+    command: list[str] = Field(min_length=1)
+
+
+class HeartbeatAction(Strict):
+    """The agent touches the file named by `$AGENTOS_HEARTBEAT_FILE` at least every
+    `periodSeconds`."""
+
+
+class Readiness(Strict):
+    exec: ExecAction | None = None
+    httpGet: HTTPGetAction | None = None
+    heartbeat: HeartbeatAction | None = None
+    initialDelaySeconds: float = Field(default=0, ge=0)
+    periodSeconds: float = Field(default=1, gt=0)
+    timeoutSeconds: float = Field(default=1, gt=0)
+    failureThreshold: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def one_action(self) -> Readiness:
+        given = [a for a in (self.exec, self.httpGet, self.heartbeat) if a is not None]
+        if len(given) != 1:
+            raise ValueError("exactly one of exec, httpGet, heartbeat is required")
+        return self
+
+
+class AgentSpec(Strict):
+    image: str = Field(min_length=1, description="OCI image reference (ignored by `process`).")
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    resources: Resources = Field(default_factory=Resources)
+    restartPolicy: RestartPolicy = RestartPolicy.ALWAYS
+    maxRestarts: int = Field(default=5, ge=0)
+    readiness: Readiness | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form; handed to the agent as a JSON file."
+    )
+
+    @field_validator("env")
+    @classmethod
+    def unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [e.name for e in env]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate environment variables: {dupes}")
+        return env
+
+    def sandbox_fingerprint(self) -> dict[str, Any]:
+        """The part of the spec that shapes the sandbox: a change means a new sandbox."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"priority", "maxRestarts"})
+
+
+class Agent(Strict):
+    apiVersion: Literal["agentos.io/v1alpha1"]
+    kind: Literal["Agent"]
+    metadata: ObjectMeta
+    spec: AgentSpec
+    status: dict[str, Any] | None = Field(
+        default=None, description="Observed state; ignored on write."
+    )
+
+
+def _pointer(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc if p != "class_"]
+    return "/" + "/".join(parts) if parts else ""
+
+
+def parse_agent(manifest: Any) -> Agent:
+    """Validate a manifest (a mapping) as an Agent.
+
+    Raises:
+        ValidationFailed: with one FieldError per problem; `pointer` is an RFC 6901 JSON
+            pointer into the manifest (e.g. `/spec/resources/limits/cpu`).
+    """
+    try:
+        return Agent.model_validate(manifest)
+    except ValidationError as exc:
+        errors = []
+        for e in exc.errors():
+            loc = tuple("class" if p == "class_" else p for p in e["loc"])
+            message = e["msg"]
+            if e["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif e["type"] == "missing":
+                message = "required field is missing"
+            errors.append(FieldError(_pointer(loc), message))
+        detail = "; ".join(f"{fe.pointer}: {fe.message}" for fe in errors)
+        raise ValidationFailed(f"invalid Agent: {detail}", errors=errors) from None
+
+
+class AgentStatus(BaseModel):
+    """Observed state (Kubernetes API conventions). Times are RFC 3339 UTC strings."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: str = "Created"
+    reason: str = ""
+    message: str = ""
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
+    observedGeneration: int = 0
+    restartCount: int = 0
+    node: str | None = None
+    runtimeClass: str | None = None
+    sandboxID: str | None = None
+    startedAt: str | None = None
+    readyAt: str | None = None
+    failedAt: str | None = None
+    exitCode: int | None = None
+    sandboxHash: str | None = Field(
+        default=None, description="Digest of the spec the sandbox was built from."
+    )

@@ -1,0 +1,54 @@
+"""What the data layer hands the service layer and the controller about an agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controlplane.domain.agent import API_VERSION, KIND, AgentSpec, AgentStatus
+from controlplane.domain.events import rfc3339
+from controlplane.domain.lifecycle import Phase
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """One stored agent: identity, desired spec, observed status and versions."""
+
+    id: str
+    tenant: str
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    spec: AgentSpec
+    status: AgentStatus
+    generation: int
+    resource_version: int
+    created_at: datetime
+    deletion_requested_at: datetime | None
+
+    @property
+    def phase(self) -> Phase:
+        return Phase(self.status.phase)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The Agent as the API and the CLI show it (same shape as the manifest)."""
+        metadata: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.tenant,
+            "uid": self.id,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "generation": self.generation,
+            "resourceVersion": str(self.resource_version),
+            "creationTimestamp": rfc3339(self.created_at),
+        }
+        if self.deletion_requested_at is not None:
+            metadata["deletionTimestamp"] = rfc3339(self.deletion_requested_at)
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": metadata,
+            "spec": self.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "status": self.status.model_dump(mode="json", exclude_none=True),
+        }
