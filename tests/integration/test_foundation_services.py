@@ -9,8 +9,6 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.mark.postgres
 async def test_postgresql_answers_a_query(pg_admin_dsn: str) -> None:
