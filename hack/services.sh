@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start (or stop) the real services the tests talk to, on loopback, with data under .services/.
 #
-#   hack/services.sh up     install what is missing, start what is not running (idempotent)
+#   hack/services.sh up [NAME...]  install what is missing, start what is not running
+#                                   (idempotent); NAMEs pick services (e.g. `up containerd`)
 #   hack/services.sh down   stop what `up` started, by recorded PID
 #   hack/services.sh status one line per service
 #
@@ -54,6 +55,10 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# One `up`/`down` at a time per checkout (the lock is not inherited by the daemons).
+exec 9>"$SVC/.lock"
+flock 9
+
 SERVICES=()
 for f in "$ROOT"/hack/services.d/*.sh; do
   # shellcheck source=/dev/null
@@ -62,6 +67,13 @@ for f in "$ROOT"/hack/services.d/*.sh; do
 done
 
 cmd=${1:-up}
+shift || true
+if [ "$cmd" = up ] && [ $# -gt 0 ]; then
+  for want in "$@"; do
+    printf '%s\n' "${SERVICES[@]}" | grep -qx "$want" || die "unknown service: $want"
+  done
+  SERVICES=("$@")
+fi
 case "$cmd" in
   up)
     for s in "${SERVICES[@]}"; do "${s}_install"; done
