@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.tables import agent_transitions, agents
 from controlplane.domain.agent import AgentSpec, AgentStatus
-from controlplane.domain.errors import Conflict, NotFound
+from controlplane.domain.errors import AlreadyExists, Conflict, NotFound
 from controlplane.domain.events import utcnow
 from controlplane.domain.records import AgentRecord
 
@@ -83,20 +84,23 @@ class AgentRepository:
         status: AgentStatus,
     ) -> AgentRecord:
         now = utcnow()
-        await self._conn.execute(
-            insert(agents).values(
-                id=agent_id,
-                tenant=tenant,
-                name=name,
-                labels=labels,
-                annotations=annotations,
-                spec=spec.model_dump(mode="json", by_alias=True),
-                status=status.model_dump(mode="json"),
-                phase=status.phase,
-                created_at=now,
-                updated_at=now,
+        try:
+            await self._conn.execute(
+                insert(agents).values(
+                    id=agent_id,
+                    tenant=tenant,
+                    name=name,
+                    labels=labels,
+                    annotations=annotations,
+                    spec=spec.model_dump(mode="json", by_alias=True),
+                    status=status.model_dump(mode="json"),
+                    phase=status.phase,
+                    created_at=now,
+                    updated_at=now,
+                )
             )
-        )
+        except IntegrityError:
+            raise AlreadyExists(f"agent {name!r} already exists in tenant {tenant!r}") from None
         return AgentRecord(
             agent_id, tenant, name, labels, annotations, spec, status, 1, 1, now, None
         )

@@ -51,6 +51,17 @@ class TenantRepository:
         )
         return TenantRecord(name, dict(quota), 1, now)
 
+    async def ensure(self, name: str) -> bool:
+        """Create tenant `name` with no quota unless it exists; True if this call created it.
+        Safe under concurrency (INSERT ... ON CONFLICT DO NOTHING)."""
+        now = utcnow()
+        stmt = (
+            dialect_insert(self._conn, tenants)
+            .values(name=name, quota={}, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
+
     async def find(self, name: str) -> TenantRecord | None:
         """The tenant, or None."""
         row = (await self._conn.execute(select(tenants).where(tenants.c.name == name))).first()

@@ -86,8 +86,7 @@ async def apply_agent(
             f"metadata.namespace {agent.metadata.namespace!r} does not match tenant {tenant!r}",
             errors=[FieldError("/metadata/namespace", f"must be {tenant!r} or absent")],
         )
-    if await uow.tenants.find(tenant) is None:
-        await uow.tenants.add(tenant, {})
+    if await uow.tenants.ensure(tenant):
         ev = await uow.outbox.add(
             NewEvent("tenant.created", "tenant", tenant, tenant, {"name": tenant, "quota": {}})
         )

@@ -45,11 +45,6 @@ class SnapshotsStub:
                 request_serializer=containerd__snapshots__pb2.MountsRequest.SerializeToString,
                 response_deserializer=containerd__snapshots__pb2.MountsResponse.FromString,
                 _registered_method=True)
-        self.Commit = channel.unary_unary(
-                '/containerd.services.snapshots.v1.Snapshots/Commit',
-                request_serializer=containerd__snapshots__pb2.CommitSnapshotRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                _registered_method=True)
         self.Remove = channel.unary_unary(
                 '/containerd.services.snapshots.v1.Snapshots/Remove',
                 request_serializer=containerd__snapshots__pb2.RemoveSnapshotRequest.SerializeToString,
@@ -72,12 +67,6 @@ class SnapshotsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Mounts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Commit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,11 +96,6 @@ def add_SnapshotsServicer_to_server(servicer, server):
                     servicer.Mounts,
                     request_deserializer=containerd__snapshots__pb2.MountsRequest.FromString,
                     response_serializer=containerd__snapshots__pb2.MountsResponse.SerializeToString,
-            ),
-            'Commit': grpc.unary_unary_rpc_method_handler(
-                    servicer.Commit,
-                    request_deserializer=containerd__snapshots__pb2.CommitSnapshotRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Remove': grpc.unary_unary_rpc_method_handler(
                     servicer.Remove,
@@ -178,33 +162,6 @@ class Snapshots:
             '/containerd.services.snapshots.v1.Snapshots/Mounts',
             containerd__snapshots__pb2.MountsRequest.SerializeToString,
             containerd__snapshots__pb2.MountsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Commit(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/containerd.services.snapshots.v1.Snapshots/Commit',
-            containerd__snapshots__pb2.CommitSnapshotRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,122 @@
+"""Benchmark: N agents through the whole state machine on the simulated runtime.
+
+Not a test. Real PostgreSQL (and, with --relay, real NATS: Ready then also waits for every
+earlier event of the agent to be Published, as in production). Prints one JSON line:
+time until all Ready, agents per second, controller CPU seconds and peak RSS.
+
+    python -m bench.lifecycle_sim --agents 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+import uuid
+
+import asyncpg
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from controlplane.bootstrap import schema_registry
+from controlplane.controller.reconciler import Controller, ControllerConfig
+from controlplane.data import migrate
+from controlplane.data.engine import create_engine
+from controlplane.data.tables import agents
+from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.outbox.jetstream import connect
+from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.runtimes.simulated import SimulatedRuntime
+from controlplane.scheduler.admission import Node
+from controlplane.service import agents as svc
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def main(args: argparse.Namespace) -> dict:
+    admin_dsn = os.environ["AGENTOS_PG_ADMIN_DSN"]
+    name = f"agentos_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(os.environ["AGENTOS_DATABASE_URL"]).set(database=name).render_as_string(
+        hide_password=False
+    )
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = create_engine(url, pool_size=20)
+    sim = SimulatedRuntime(start_latency_s=args.start_latency_s)
+    controller = Controller(
+        engine, schema_registry(), {"runc": sim, "gvisor": sim, "process": sim},
+        ControllerConfig(workers=args.workers, change_poll_s=0.5, resync_s=600,
+                         require_published=args.relay,
+                         nodes=[Node(f"node-{i}", 64_000, 256 * 2**30) for i in range(4)]),
+    )
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(controller.run(stop))]
+    nc = None
+    if args.relay:
+        nc = await connect(os.environ["AGENTOS_NATS_URL"], name="bench")
+        relay = Relay(engine, url, nc, RelayConfig(batch_size=512, poll_interval_s=0.2))
+        tasks.append(asyncio.create_task(relay.run(stop)))
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    sem = asyncio.Semaphore(16)
+
+    async def create(i: int) -> None:
+        async with sem, UnitOfWork(engine, schema_registry()) as uow:
+            result = await svc.apply_agent(uow, f"tenant-{i % 10}", {
+                "apiVersion": "agentos.io/v1alpha1", "kind": "Agent",
+                "metadata": {"name": f"agent-{i}"},
+                "spec": {"image": "sim", "runtime": {"class": "runc"},
+                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+            })
+        controller.notify(result.agent.id)
+
+    await asyncio.gather(*(create(i) for i in range(args.agents)))
+    created_s = time.perf_counter() - t0
+    log(f"created {args.agents} in {created_s:.1f}s")
+    ready = 0
+    while ready < args.agents and time.perf_counter() - t0 < args.timeout_s:
+        await asyncio.sleep(0.5)
+        async with engine.connect() as conn:
+            ready = (await conn.execute(
+                select(func.count()).select_from(agents).where(agents.c.phase == "Ready")
+            )).scalar_one()
+        log(f"{time.perf_counter() - t0:6.1f}s ready={ready}")
+    total_s = time.perf_counter() - t0
+    cpu_s = time.process_time() - cpu0
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if nc:
+        await nc.close()
+    await engine.dispose()
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+    return {
+        "bench": "lifecycle_simulated",
+        "agents": args.agents,
+        "all_ready": ready == args.agents,
+        "ready": ready,
+        "time_to_all_ready_s": round(total_s, 2),
+        "create_s": round(created_s, 2),
+        "agents_per_s": round(ready / total_s, 1),
+        "controller_cpu_s": round(cpu_s, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "relay": args.relay,
+        "goal_s": 60,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--start-latency-s", type=float, default=0.0)
+    parser.add_argument("--timeout-s", type=float, default=300)
+    parser.add_argument("--relay", action=argparse.BooleanOptionalAction, default=True)
+    print(json.dumps(asyncio.run(main(parser.parse_args()))))
