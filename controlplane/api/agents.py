@@ -82,7 +82,7 @@ async def get_agent(tenant: str, name: str, request: Request) -> dict[str, Any]:
     async with _container(request).uow() as uow:
         record = await uow.agents.get(tenant, name)
         history = await uow.agents.transitions(record.id)
-    body = record.to_manifest()
+    body: dict[str, Any] = record.to_manifest()
     body["status"]["history"] = [
         {
             "from": h["from_phase"],

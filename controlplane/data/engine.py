@@ -22,7 +22,9 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     """
     kwargs: dict[str, Any] = {"echo": echo}
     if is_postgres(url):
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No pre-ping (a round trip per checkout): a connection lost to a restart fails its
+        # statement, SQLAlchemy invalidates the pool, and every caller retries its step.
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     else:
         kwargs.update(connect_args={"timeout": 30})
     engine = create_async_engine(url, **kwargs)

@@ -21,10 +21,12 @@ Runtime classes (`RuntimeClass`):
   cannot listen on one port); it is the price of probing from the host without CNI.
 - `gvisor`: runsc through the runc v2 shim, by runtime name (`io.containerd.gvisor.v2` from
   hack/services.d/30-containerd.sh) or by runc option BinaryName (a runsc wrapper). runsc runs
-  with `--network=none` there: the sandbox gets the Sentry's own loopback and nothing else, and
-  cannot share the host's network (runsc refuses its network stack in the host's namespace).
-  So it gets a fresh network namespace and an HTTP probe runs *inside* the sandbox, as
-  `wget` through a task exec (the image must have `wget`; busybox has).
+  with `--network=none` there (its own network stack refuses to run in the host's namespace,
+  and `--network=host` leaves loopback down in a namespace of its own): the sandbox has only
+  the Sentry's own loopback, which nothing on the host can reach, and no other network at all.
+  So it gets a fresh network namespace (sharing the host's would change nothing) and an HTTP
+  probe runs *inside* the sandbox, as `wget` through a task exec (the image must have `wget`;
+  busybox has).
 
 Images must already be in containerd and unpacked for the configured snapshotter
 (`ctr images import/pull --snapshotter ...`); pulling and unpacking are not done here.
@@ -293,13 +295,14 @@ def build_oci_spec(
 ) -> dict[str, Any]:
     """The OCI runtime spec (config.json shape, runtime-spec 1.0) for one sandbox.
 
-    Limits: cpu_millis → CFS quota over a 100 ms period (500 → 50 000 µs); memory_bytes →
-    memory limit in bytes; 0 means no limit. They are cgroup limits on the sandbox's cgroup
-    `/<namespace>/<sandbox_id>`. runc applies them to the agent's processes. runsc, as
-    hack/services.d/30-containerd.sh runs it (without --ignore-cgroups), puts the whole gVisor
-    sandbox (Sentry, gofer excluded) into that cgroup and sizes the Sentry's memory by it, so
-    they hold there too; on a host where runsc needs --ignore-cgroups they would not be
-    enforced by cgroups at all.
+    Limits: cpu_millis → CFS quota over a 100 ms period (500 → 50 000 µs, at least 1 000 µs,
+    the kernel's minimum); memory_bytes → memory limit in bytes; 0 means no limit. They are
+    limits on the sandbox's cgroup `/<namespace>/<sandbox_id>` (cgroupfs driver). runc puts
+    the agent's processes there. runsc, as hack/services.d/30-containerd.sh runs it (without
+    `--ignore-cgroups`), puts its sandbox process (the Sentry, which runs all of the agent's
+    code) there, so the limits hold for gVisor too; the integration test reads them from the
+    cgroup of the task's pid for both. On a host where runsc must run with `--ignore-cgroups`
+    they would not be enforced by cgroups at all.
     """
     args = process_args(spec, image.entrypoint, image.cmd)
     if not args:
@@ -318,7 +321,7 @@ def build_oci_spec(
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     if spec.cpu_millis > 0:
         resources["cpu"] = {
-            "quota": spec.cpu_millis * CPU_PERIOD_US // 1000,
+            "quota": max(1000, spec.cpu_millis * CPU_PERIOD_US // 1000),
             "period": CPU_PERIOD_US,
         }
     if spec.memory_bytes > 0:
@@ -394,6 +397,14 @@ def build_oci_spec(
 
 def _mount(dest: str, type_: str, source: str, options: list[str]) -> dict[str, Any]:
     return {"destination": dest, "type": type_, "source": source, "options": options}
+
+
+def _timed_out(err: grpc.aio.AioRpcError) -> bool:
+    """The call's deadline passed: seen here, or by containerd first (then it answers
+    UNKNOWN "context deadline exceeded")."""
+    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return True
+    return err.code() == grpc.StatusCode.UNKNOWN and "deadline exceeded" in (err.details() or "")
 
 
 def _error(err: grpc.aio.AioRpcError, what: str) -> SandboxError:
@@ -916,7 +927,7 @@ class ContainerdRuntime:
                 )
                 return int(waited.exit_status)
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                if not _timed_out(err):
                     raise
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._tasks.Kill(
@@ -971,7 +982,7 @@ class ContainerdRuntime:
                 timeout=max(timeout_s, 0.001),
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if _timed_out(err):
                 return False
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 raise _error(err, f"wait for {sandbox_id}") from err
