@@ -15,8 +15,8 @@ bootstrap: ## Install uv and the Python environment (.venv) from uv.lock
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet --python python3
 
-run: bootstrap ## Start Agent OS on embedded defaults (SQLite, no NATS) at http://127.0.0.1:8080
-	$(UV) run --frozen agentos serve
+run: bootstrap ## Agent OS on embedded defaults (SQLite, no NATS) + the example agents, at :8080
+	UV=$(UV) hack/run.sh
 
 up: bootstrap services ## The full local stack: real services + Agent OS on PostgreSQL and NATS
 	set -a; . .services/env; set +a; $(UV) run --frozen agentos serve

@@ -59,12 +59,14 @@ apt_install() {
 exec 9>"$SVC/.lock"
 flock 9
 
+ALL_SERVICES=()
 SERVICES=()
 for f in "$ROOT"/hack/services.d/*.sh; do
   # shellcheck source=/dev/null
   . "$f"
   n=$(basename "$f" .sh); SERVICES+=("${n#*-}")
 done
+ALL_SERVICES=("${SERVICES[@]}")
 
 cmd=${1:-up}
 shift || true
@@ -82,7 +84,9 @@ case "$cmd" in
     {
       echo "# written by hack/services.sh; source it: set -a; . .services/env; set +a"
       echo "AGENTOS_SERVICES_DIR=$SVC"
-      for s in "${SERVICES[@]}"; do "${s}_env"; done
+      # Settings of every service, started now or not (`up containerd` must not lose the
+      # others'); each is a fixed address, so it stays true.
+      for s in "${ALL_SERVICES[@]}"; do "${s}_env"; done
     } > "$tmp"
     mv "$tmp" "$SVC/env"
     log "all services up; settings in $SVC/env"

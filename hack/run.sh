@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make run`: Agent OS on embedded defaults (SQLite, no NATS) with the example agents.
+#
+# Starts the private containerd of hack/services.sh (runc and gVisor sandboxes, the example
+# image), then `agentos serve`, applies examples/agents/ and shows the agents until all are
+# Ready. Agent OS keeps running until Ctrl-C.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+UV=${UV:-uv}
+
+hack/services.sh up containerd
+set -a; . .services/env; set +a
+unset AGENTOS_DATABASE_URL AGENTOS_NATS_URL      # embedded defaults: SQLite, no relay
+export AGENTOS_RUNTIME=containerd AGENTOS_LOG_FORMAT=${AGENTOS_LOG_FORMAT:-console}
+export AGENTOS_STATE_DIR=${AGENTOS_STATE_DIR:-$ROOT/.agentos}
+export AGENTOS_SANDBOX_DIR=${AGENTOS_SANDBOX_DIR:-$AGENTOS_STATE_DIR/sandboxes}
+port=${AGENTOS_PORT:-8080}
+export AGENTOS_API_URL="http://127.0.0.1:$port"
+agentos() { "$UV" run --frozen agentos "$@"; }
+
+"$UV" run --frozen agentos serve > "$AGENTOS_STATE_DIR.log" 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+mkdir -p "$AGENTOS_STATE_DIR"
+for _ in $(seq 1 300); do
+  curl -fsS "$AGENTOS_API_URL/healthz" >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { cat "$AGENTOS_STATE_DIR.log"; exit 1; }
+  sleep 0.2
+done
+echo "Agent OS is up at $AGENTOS_API_URL (log: $AGENTOS_STATE_DIR.log)"
+agentos apply -f examples/agents/
+want=$(ls examples/agents/*.yaml | wc -l)
+for _ in $(seq 1 180); do
+  table=$(agentos get agents -o wide)
+  ready=$(printf '%s\n' "$table" | awk 'NR>1 && $2=="Ready"' | wc -l)
+  printf '\033[2J\033[H%s\n\n%s of %s Ready\n' "$table" "$ready" "$want"
+  [ "$ready" -ge "$want" ] && break
+  sleep 1
+done
+echo "Try: agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"
+echo "Agent OS keeps running; Ctrl-C stops it."
+wait $server
