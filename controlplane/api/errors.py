@@ -21,6 +21,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "EVENT_SCHEMA_INCOMPATIBLE": (409, "The schema change would break consumers"),
     "NOT_FOUND": (404, "Not found"),
     "AGENT_NOT_FOUND": (404, "Agent not found"),
+    "TENANT_NOT_FOUND": (404, "Tenant not found"),
     "ALREADY_EXISTS": (409, "Already exists"),
     "CONFLICT": (409, "Conflict"),
     "ILLEGAL_TRANSITION": (409, "Illegal lifecycle transition"),

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.tables import agent_transitions, agents
 from controlplane.domain.agent import AgentSpec, AgentStatus
-from controlplane.domain.errors import AlreadyExists, Conflict, NotFound
+from controlplane.domain.errors import AgentNotFound, AlreadyExists, Conflict
 from controlplane.domain.events import utcnow
 from controlplane.domain.records import AgentRecord
 
@@ -54,10 +54,10 @@ class AgentRepository:
         return to_record(row) if row else None
 
     async def get(self, tenant: str, name: str) -> AgentRecord:
-        """Raises NotFound."""
+        """Raises AgentNotFound."""
         found = await self.find(tenant, name)
         if found is None:
-            raise NotFound(f"agent {name!r} not found in tenant {tenant!r}")
+            raise AgentNotFound(f"agent {name!r} not found in tenant {tenant!r}")
         return found
 
     async def by_id(self, agent_id: str, *, for_update: bool = False) -> AgentRecord | None:

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.tables import aggregate_sequences, audit_log, outbox, tenants
-from controlplane.domain.errors import AlreadyExists, NotFound
+from controlplane.domain.errors import AlreadyExists, TenantNotFound
 from controlplane.domain.events import EventEnvelope, NewEvent, OutboxState, utcnow
 from controlplane.outbox.schema_registry import SchemaRegistry
 
@@ -73,7 +73,7 @@ class TenantRepository:
         """The tenant. Raises NotFound."""
         found = await self.find(name)
         if found is None:
-            raise NotFound(f"tenant {name!r} not found")
+            raise TenantNotFound(f"tenant {name!r} not found")
         return found
 
     async def set_quota(self, name: str, quota: Mapping[str, int]) -> TenantRecord:

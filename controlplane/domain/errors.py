@@ -57,6 +57,18 @@ class NotFound(AgentOSError):
     code = "NOT_FOUND"
 
 
+class AgentNotFound(NotFound):
+    """No agent of that name in the tenant (or not visible to the caller)."""
+
+    code = "AGENT_NOT_FOUND"
+
+
+class TenantNotFound(NotFound):
+    """No such tenant (or not visible to the caller)."""
+
+    code = "TENANT_NOT_FOUND"
+
+
 class AlreadyExists(AgentOSError):
     """An object with that name already exists."""
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import AgentStatus, parse_agent
-from controlplane.domain.errors import FieldError, NotFound, ValidationFailed
-from controlplane.domain.events import NewEvent, rfc3339, utcnow
+from controlplane.domain.errors import AlreadyExists, Conflict, FieldError, ValidationFailed
+from controlplane.domain.events import NewEvent, utcnow
 from controlplane.domain.lifecycle import Condition, Phase, check_transition, set_condition
 from controlplane.domain.records import AgentRecord
 
@@ -48,7 +49,6 @@ def condition(
 def merge_condition(status: AgentStatus, new: dict[str, Any]) -> list[dict[str, Any]]:
     """`status.conditions` with `new` merged by type; lastTransitionTime moves only when the
     condition's status changes (Kubernetes API conventions)."""
-    from datetime import datetime
 
     def parse(c: dict[str, Any]) -> Condition:
         return Condition(
@@ -78,8 +78,6 @@ async def apply_agent(
     namespace that differs from `tenant`), AlreadyExists (`create_only` and it exists),
     Conflict (stale `expected_resource_version`).
     """
-    from controlplane.domain.errors import AlreadyExists, Conflict
-
     agent = parse_agent(manifest)
     if agent.metadata.namespace not in (None, tenant):
         raise ValidationFailed(
@@ -277,10 +275,3 @@ async def finalize_deletion(uow: UnitOfWork, record: AgentRecord) -> None:
 async def get_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
     """Raises NotFound."""
     return await uow.agents.get(tenant, name)
-
-
-def now_rfc3339() -> str:
-    return rfc3339(utcnow())
-
-
-__all__ = ["NotFound"]
