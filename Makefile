@@ -43,7 +43,7 @@ format: bootstrap
 	$(UV) run --frozen ruff check --fix .
 
 test: bootstrap services lint ## Install, start the real services, lint, run the whole suite
-	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra $(PYTEST_ARGS)
+	set -a; . .services/env; set +a; $(UV) run --frozen pytest -v -ra $(PYTEST_ARGS)
 
 test-unit: bootstrap
 	$(UV) run --frozen pytest -ra tests/unit $(PYTEST_ARGS)

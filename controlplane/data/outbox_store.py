@@ -209,11 +209,19 @@ class OutboxStore:
                 # One UPDATE for the batch: a CASE maps each row to its stream sequence.
                 ids = [p.row_id for p in published]
                 seq = case({p.row_id: p.stream_sequence for p in published}, value=outbox.c.id)
+                # A consumer may have acknowledged the event between the broker's ack and
+                # this update: Acknowledged stays, it already implies Published.
                 await conn.execute(
                     update(outbox)
-                    .where(outbox.c.id.in_(ids), outbox.c.state == OutboxState.OUTBOX_WRITTEN)
+                    .where(
+                        outbox.c.id.in_(ids),
+                        outbox.c.state.in_([OutboxState.OUTBOX_WRITTEN, OutboxState.ACKNOWLEDGED]),
+                    )
                     .values(
-                        state=OutboxState.PUBLISHED,
+                        state=case(
+                            (outbox.c.state == OutboxState.ACKNOWLEDGED, OutboxState.ACKNOWLEDGED),
+                            else_=OutboxState.PUBLISHED,
+                        ),
                         published_at=now,
                         stream_sequence=seq,
                         attempts=outbox.c.attempts + 1,
@@ -308,9 +316,14 @@ class OutboxStore:
         )
         if (await conn.execute(stmt)).rowcount == 0:
             return False
+        # The relay may not have recorded the publish yet (the broker acked, the relay's
+        # update is in flight): a delivered event is at least Published either way.
         await conn.execute(
             update(outbox)
-            .where(outbox.c.event_id == event_id, outbox.c.state == OutboxState.PUBLISHED)
+            .where(
+                outbox.c.event_id == event_id,
+                outbox.c.state.in_([OutboxState.OUTBOX_WRITTEN, OutboxState.PUBLISHED]),
+            )
             .values(state=OutboxState.ACKNOWLEDGED, acknowledged_at=utcnow())
         )
         return True

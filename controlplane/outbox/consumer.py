@@ -34,6 +34,7 @@ from controlplane.outbox.jetstream import (
     DLQ_SUBJECT_PREFIX,
     EVENTS_STREAM,
     EVENTS_SUBJECT_PREFIX,
+    ensure_streams,
     event_subject,
     publish,
 )
@@ -128,7 +129,9 @@ class EventConsumer:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set."""
+        """Consume until `stop` is set. Declares the streams first (idempotent), so a consumer
+        may start before any relay has."""
+        await ensure_streams(self._js)
         advisory = await self._nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{EVENTS_STREAM}.{self.name}",
             cb=self._on_max_deliveries,
