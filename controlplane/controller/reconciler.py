@@ -208,12 +208,14 @@ class Controller:
             rows = (
                 await conn.execute(select(agents_table.c.id, agents_table.c.resource_version))
             ).all()
-        seen = {}
-        for agent_id, version in rows:
-            seen[agent_id] = version
+        current = dict(rows)
+        for agent_id, version in current.items():
+            # `_versions` holds what the last reconcile read: the controller's own writes are
+            # followed by a requeue anyway, so only foreign writes enqueue here.
             if enqueue_all or self._versions.get(agent_id) != version:
                 self.queue.add(agent_id)
-        self._versions = seen
+        for gone in self._versions.keys() - current.keys():
+            del self._versions[gone]
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -320,7 +322,9 @@ class Controller:
             record = await uow.agents.by_id(agent_id)
         if record is None:
             self._probe_failures.pop(agent_id, None)
+            self._versions.pop(agent_id, None)
             return None
+        self._versions[agent_id] = record.resource_version
         if record.phase is Phase.TERMINATING or record.deletion_requested_at is not None:
             return await self._terminate(record)
         handler = {
