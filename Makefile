@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
-        test-unit test-integration bench bench-outbox k8s-tools proto-containerd clean
+        test-unit test-integration bench bench-outbox bench-lifecycle k8s-tools proto-containerd clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,10 +51,13 @@ test-unit: bootstrap
 test-integration: bootstrap services
 	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration tests/e2e $(PYTEST_ARGS)
 
-bench: bench-outbox ## Every benchmark (one JSON line per figure)
+bench: bench-outbox bench-lifecycle ## Every benchmark (one JSON line per figure)
 
 bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-published latency
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.outbox
+
+bench-lifecycle: bootstrap services ## Create→Ready vs ctr (runc, gVisor), 200 runc agents, simulated 10k
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.lifecycle --with-simulated
 
 proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd_api stubs from its proto/
 	$(UV) run --frozen python controlplane/runtimes/containerd_api/proto/generate.py

@@ -416,7 +416,10 @@ class Controller:
             )
         probe = probe_spec(record.spec)
         if probe is not None and not await runtime.probe(sandbox_id, probe):
-            return probe.period_s
+            # A just-started agent is usually moments from answering: retry soon, backing off
+            # geometrically to periodSeconds rather than waiting a whole period at once.
+            since_s = (utcnow() - started).total_seconds()
+            return min(probe.period_s, max(0.05, since_s / 2))
         if self.config.require_published:
             async with self.uow() as uow:
                 waiting = await uow.outbox.unpublished("agent", record.id)

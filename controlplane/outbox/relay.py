@@ -250,6 +250,9 @@ class Relay:
         log.info("relay started", owner=self.owner)
         try:
             while not stop.is_set():
+                # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
+                # runs must wake the next wait, not be lost until the poll interval.
+                self._wake.clear()
                 try:
                     handled = await self.run_once()
                     await self.refresh_status_metrics()
@@ -259,7 +262,6 @@ class Relay:
                     await _wait(stop, self.config.poll_interval_s)
                 if handled:
                     continue  # more may be waiting
-                self._wake.clear()
                 await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
         finally:
             if listener:
