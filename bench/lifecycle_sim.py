@@ -44,17 +44,25 @@ async def main(args: argparse.Namespace) -> dict:
     name = f"agentos_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(os.environ["AGENTOS_DATABASE_URL"]).set(database=name).render_as_string(
-        hide_password=False
+    url = (
+        make_url(os.environ["AGENTOS_DATABASE_URL"])
+        .set(database=name)
+        .render_as_string(hide_password=False)
     )
     await asyncio.to_thread(migrate.upgrade, url)
     engine = create_engine(url, pool_size=20)
     sim = SimulatedRuntime(start_latency_s=args.start_latency_s)
     controller = Controller(
-        engine, schema_registry(), {"runc": sim, "gvisor": sim, "process": sim},
-        ControllerConfig(workers=args.workers, change_poll_s=0.5, resync_s=600,
-                         require_published=args.relay,
-                         nodes=[Node(f"node-{i}", 64_000, 256 * 2**30) for i in range(4)]),
+        engine,
+        schema_registry(),
+        {"runc": sim, "gvisor": sim, "process": sim},
+        ControllerConfig(
+            workers=args.workers,
+            change_poll_s=0.5,
+            resync_s=600,
+            require_published=args.relay,
+            nodes=[Node(f"node-{i}", 64_000, 256 * 2**30) for i in range(4)],
+        ),
     )
     stop = asyncio.Event()
     tasks = [asyncio.create_task(controller.run(stop))]
@@ -69,12 +77,20 @@ async def main(args: argparse.Namespace) -> dict:
 
     async def create(i: int) -> None:
         async with sem, UnitOfWork(engine, schema_registry()) as uow:
-            result = await svc.apply_agent(uow, f"tenant-{i % 10}", {
-                "apiVersion": "agentos.io/v1alpha1", "kind": "Agent",
-                "metadata": {"name": f"agent-{i}"},
-                "spec": {"image": "sim", "runtime": {"class": "runc"},
-                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
-            })
+            result = await svc.apply_agent(
+                uow,
+                f"tenant-{i % 10}",
+                {
+                    "apiVersion": "agentos.io/v1alpha1",
+                    "kind": "Agent",
+                    "metadata": {"name": f"agent-{i}"},
+                    "spec": {
+                        "image": "sim",
+                        "runtime": {"class": "runc"},
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    },
+                },
+            )
         controller.notify(result.agent.id)
 
     await asyncio.gather(*(create(i) for i in range(args.agents)))
@@ -84,9 +100,11 @@ async def main(args: argparse.Namespace) -> dict:
     while ready < args.agents and time.perf_counter() - t0 < args.timeout_s:
         await asyncio.sleep(0.5)
         async with engine.connect() as conn:
-            ready = (await conn.execute(
-                select(func.count()).select_from(agents).where(agents.c.phase == "Ready")
-            )).scalar_one()
+            ready = (
+                await conn.execute(
+                    select(func.count()).select_from(agents).where(agents.c.phase == "Ready")
+                )
+            ).scalar_one()
         log(f"{time.perf_counter() - t0:6.1f}s ready={ready}")
     total_s = time.perf_counter() - t0
     cpu_s = time.process_time() - cpu0

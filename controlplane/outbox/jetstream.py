@@ -94,13 +94,13 @@ async def publish(
 ) -> PublishResult:
     """Publish with `Nats-Msg-Id = msg_id` and wait for the ack at most `timeout_s`.
 
-    `publish_async` futures have no deadline of their own, so the wait is bounded here.
-    Raises asyncio.TimeoutError or a nats error.
+    `publish_async` futures have no deadline of their own, so the wait (for a pending slot
+    and for the ack) is bounded here, by one `asyncio.timeout`: on Python 3.11 each
+    `asyncio.wait_for` (and `wait_stall`) costs a Task per call. Raises TimeoutError or a
+    nats error.
     """
     hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
-    future = await asyncio.wait_for(
-        js.publish_async(subject, data, headers=hdrs, stream=stream, wait_stall=timeout_s),
-        timeout_s,
-    )
-    ack = await asyncio.wait_for(future, timeout_s)
+    async with asyncio.timeout(timeout_s):
+        future = await js.publish_async(subject, data, headers=hdrs, stream=stream)
+        ack = await future
     return PublishResult(ack.seq, bool(ack.duplicate))

@@ -1,0 +1,834 @@
+"""Outbox relay benchmark: relay throughput against raw JetStream, and delivery latency.
+
+    set -a; . .services/env; set +a; uv run --frozen python -m bench.outbox [--events N ...]
+
+One run measures, with the same message size on both sides:
+
+1. `raw_publish_per_s`: `js.publish_async` of N messages (the size of a real encoded event
+   envelope, the relay's headers, unique `Nats-Msg-Id`s) to a temporary stream, every ack
+   awaited;
+2. `relay_per_s`: one in-process Relay draining an outbox pre-filled with N events (1,000
+   aggregates, written round-robin before the clock starts) into an empty `AGENTOS_EVENTS`,
+   until every row is Published; `ratio = relay_per_s / raw_publish_per_s`. `relay.phase_s`
+   splits the drain's wall time between claim / pending / publish / finish;
+3. `latency_p50_ms` / `latency_p99_ms`: commit-to-received at a steady `--rate` for
+   `--seconds` (after a VACUUM ANALYZE, as autovacuum would do after the drain; see
+   `--stale-stats`): a paced writer commits one event per UnitOfWork at absolute deadlines,
+   the relay (woken by LISTEN/NOTIFY) publishes, and a core NATS subscription on
+   `agentos.events.>` records arrivals. Both ends read CLOCK_MONOTONIC (`time.monotonic`),
+   one clock for every process of the machine, so the writer runs in child processes by
+   default (`--writers`; `--writer inproc` keeps it here): as in production, the API's
+   writes do not steal the relay's CPU. `achieved_rate_per_s` says what the writer managed;
+   `latency_min_ms` < 0 means the writer resumed late after its commits (a saturated writer),
+   and `latency_from_commit_call_*` then gives an upper bound.
+
+It works in a database of its own (created from AGENTOS_PG_ADMIN_DSN, migrated, dropped at the
+end; `--pg private` runs a throwaway cluster instead) and, unless `--nats-url` is given, on a
+private nats-server (same binary and flags as `hack/services.sh`), so that deleting
+`AGENTOS_EVENTS` cannot disturb tests running against the shared broker, nor they the
+benchmark. `--sweep 256x16,512x32` drains again with other (batch_size x per_aggregate);
+`--profile cprofile|pyinstrument` profiles the main drain. Goals (reported, never asserted):
+ratio >= 0.7, p99 <= 100 ms. Progress goes to stderr; stdout gets one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+from nats.aio.client import Client as NATS
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controlplane.bootstrap import schema_registry
+from controlplane.data import migrate
+from controlplane.data.engine import create_engine
+from controlplane.data.outbox_store import OutboxStore
+from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.events import NewEvent, OutboxState
+from controlplane.observability.logging import configure_logging
+from controlplane.outbox.jetstream import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+from controlplane.outbox.relay import Relay, RelayConfig, encode
+
+GOAL_RATIO = 0.7
+GOAL_P99_MS = 100.0
+SWEEP_KEYS = ("batch_size", "per_aggregate", "relay_per_s", "events_per_cycle", "stalled")
+SWEEP_KEYS += ("first_error",)
+
+
+def log(message: str) -> None:
+    print(f"[bench.outbox] {message}", file=sys.stderr, flush=True)
+
+
+# -- services ------------------------------------------------------------------------------------
+
+
+class PrivateNats:
+    """A nats-server with JetStream on a free loopback port, its store in a temp folder."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="agentos-bench-nats-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise SystemExit("nats-server not found: run `make services` or pass --nats-url")
+        self.proc = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise SystemExit(f"private nats-server did not listen on {self.port} within 30 s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster (same binary and flags as hack/services.sh), for runs
+    while others restart the shared one. Runs as the `postgres` user when we are root."""
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="agentos-bench-pg-"))
+        self.data = self.dir / "data"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, tool: str, *args: str, check: bool = True) -> None:
+        quiet = subprocess.DEVNULL
+        command = [*self._as, str(self.BIN / tool), "-D", str(self.data), *args]
+        subprocess.run(command, stdout=quiet, stderr=quiet, check=check)
+
+    def start(self) -> None:
+        if self._as:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._pg("initdb", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
+            " -c max_connections=300"
+        )
+        self._pg("pg_ctl", "-l", str(self.dir / "log"), "-w", "start", "-o", options)
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def create_database(admin_dsn: str, database_url: str) -> tuple[str, str]:
+    """A new migrated database; returns (name, SQLAlchemy URL)."""
+    name = f"agentos_bench_outbox_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    await asyncio.to_thread(migrate.upgrade, url)
+    return name, url
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop `name`, retrying for a while: someone may be restarting the shared PostgreSQL."""
+    for attempt in range(30):
+        try:
+            admin = await asyncpg.connect(admin_dsn)
+        except (OSError, asyncpg.PostgresError):
+            if attempt == 29:
+                log(f"could not drop database {name}: drop it by hand")
+                return
+            await asyncio.sleep(1)
+            continue
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        return
+
+
+class ShortLogs(logging.Filter):
+    """Cut long log values (a failed finish() logs a statement with 30,000 parameters)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):
+            record.msg = {
+                k: v[:400] + "..." if isinstance(v, str) and len(v) > 400 else v
+                for k, v in record.msg.items()
+            }
+        return True
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def bench_event(aggregate: int, n: int, prefix: str = "bench") -> NewEvent:
+    tenant = f"{prefix}-{aggregate:05d}"
+    return NewEvent(
+        event_type="tenant.quota_changed",
+        aggregate_type="tenant",
+        aggregate_id=tenant,
+        tenant_id=tenant,
+        trace_id=uuid.uuid4().hex,
+        payload={
+            "name": tenant,
+            "quota": {"agents": n, "cpu_millis": 4000, "memory_bytes": 8 << 30},
+        },
+    )
+
+
+async def prefill(engine: AsyncEngine, events: int, aggregates: int) -> None:
+    """`events` events over `aggregates` aggregates, round-robin (event k of every aggregate,
+    then event k+1), one transaction per round: ids interleave across aggregates as they do
+    when many aggregates change concurrently."""
+    registry = schema_registry()
+    rounds = math.ceil(events / aggregates)
+    written = 0
+    for k in range(rounds):
+        count = min(aggregates, events - written)
+        async with UnitOfWork(engine, registry) as uow:
+            for i in range(count):
+                await uow.outbox.add(bench_event(i, k))
+            await uow.commit()
+        written += count
+
+
+async def reset_outbox(dsn: str) -> None:
+    """Every event back to OutboxWritten (for a second drain on the same rows)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE outbox SET state = $1, stream_sequence = NULL, published_at = NULL,"
+            " attempts = 0, last_error = NULL, next_attempt_at = occurred_at",
+            OutboxState.OUTBOX_WRITTEN,
+        )
+        await conn.execute("UPDATE aggregate_sequences SET lease_owner = NULL, lease_until = NULL")
+        await vacuum(conn)
+    finally:
+        await conn.close()
+
+
+async def vacuum(conn: asyncpg.Connection) -> None:
+    await conn.execute("VACUUM ANALYZE outbox")
+    await conn.execute("VACUUM ANALYZE aggregate_sequences")
+
+
+async def count_unpublished(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE state = $1", OutboxState.OUTBOX_WRITTEN
+            )
+        )
+    finally:
+        await conn.close()
+
+
+# -- 1. raw JetStream ----------------------------------------------------------------------------
+
+
+async def raw_publish(nats_url: str, payload: bytes, count: int, event_type: str) -> float:
+    """Messages per second for `count` publish_async calls with every ack awaited."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    tag = uuid.uuid4().hex[:4]
+    stream = f"BENCH_RAW_{tag}"  # as long as AGENTOS_EVENTS: same Nats-Expected-Stream size
+    prefix = f"bench.raw{tag}"
+    await js.add_stream(config=StreamConfig(name=stream, subjects=[f"{prefix}.>"]))
+    subject = f"{prefix}.bench-00000.tenant.{event_type}"
+    msg_ids = [str(uuid.uuid4()) for _ in range(count)]
+    try:
+        started = time.perf_counter()
+        futures = []
+        for msg_id in msg_ids:
+            headers = {"Nats-Msg-Id": msg_id, "Agentos-Event-Type": event_type}
+            futures.append(await js.publish_async(subject, payload, headers=headers, stream=stream))
+        acks = await asyncio.gather(*futures, return_exceptions=True)
+        elapsed = time.perf_counter() - started
+        errors = sum(isinstance(a, BaseException) for a in acks)
+        stored = (await js.stream_info(stream)).state.messages
+        if errors or stored != count:
+            log(f"raw: {errors} failed acks, {stored}/{count} messages stored")
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+        await nc.close()
+    return count / elapsed
+
+
+# -- 2. relay drain ------------------------------------------------------------------------------
+
+
+class PhaseTimer:
+    """Wraps a relay's claim / pending / publish / finish to add up their wall time."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.sizes: list[int] = []
+        self.errors: list[str] = []
+        store = relay.store
+        store.claim = self._wrap("claim", store.claim)  # type: ignore[method-assign]
+        store.pending = self._wrap("pending", store.pending)  # type: ignore[method-assign]
+        store.finish = self._wrap("finish", store.finish)  # type: ignore[method-assign]
+        relay._publish_all = self._wrap("publish", relay._publish_all)  # type: ignore[method-assign]
+
+    def _wrap(self, name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                self.errors.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
+                raise
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+                self.calls[name] = self.calls.get(name, 0) + 1
+            if name == "pending":
+                self.sizes.append(len(result))
+            return result
+
+        return timed
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "cycles": len(self.sizes),
+            "events_per_cycle": round(statistics.fmean(self.sizes), 1) if self.sizes else 0,
+            "phase_s": {k: round(v, 3) for k, v in self.seconds.items()},
+            "cycle_errors": len(self.errors),
+            "first_error": self.errors[0] if self.errors else None,
+        }
+
+
+async def drain(
+    engine: AsyncEngine,
+    url: str,
+    dsn: str,
+    nats_url: str,
+    config: RelayConfig,
+    events: int,
+    profile: str | None = None,
+    profile_out: str | None = None,
+    stall_s: float = 20.0,
+) -> dict[str, Any]:
+    """Time one Relay publishing the whole pre-filled outbox into an empty AGENTOS_EVENTS."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(EVENTS_STREAM)
+    relay = Relay(engine, url, nc, config, owner="bench-relay")
+    await relay.setup()
+    timer = PhaseTimer(relay)
+    stop = asyncio.Event()
+    profiler = start_profiler(profile)
+    started = time.perf_counter()
+    task = asyncio.create_task(relay.run(stop))
+    # relay.stats["published"] grows after finish() has committed the batch's Published rows.
+    # Give up when nothing more is published for `stall_s` (e.g. every finish() failing).
+    progress, progress_at, stalled = 0, started, False
+    while relay.stats["published"] < events and not task.done():
+        await asyncio.sleep(0.01)
+        now = time.perf_counter()
+        if relay.stats["published"] != progress:
+            progress, progress_at = relay.stats["published"], now
+        elif now - progress_at > stall_s:
+            stalled = True
+            break
+    elapsed = time.perf_counter() - started
+    stop_profiler(profiler, profile, profile_out)
+    stop.set()
+    await task
+    stored = (await js.stream_info(EVENTS_STREAM)).state.messages
+    await nc.close()
+    unpublished = await count_unpublished(dsn)
+    result = {
+        "batch_size": config.batch_size,
+        "per_aggregate": config.per_aggregate,
+        "relay_per_s": round(relay.stats["published"] / elapsed, 1),
+        "seconds": round(elapsed, 3),
+        "published": relay.stats["published"],
+        "stored": stored,
+        "unpublished": unpublished,
+        "duplicates": relay.stats["duplicates"],
+        "failed": relay.stats["failed"],
+        "stalled": stalled,
+        **timer.summary(),
+    }
+    if stored != events or unpublished or stalled:
+        log(f"drain incomplete: {json.dumps(result)}")
+    return result
+
+
+def start_profiler(kind: str | None) -> Any:
+    if kind == "cprofile":
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        return profiler
+    if kind == "pyinstrument":
+        from pyinstrument import Profiler  # uv run --with pyinstrument
+
+        profiler = Profiler(async_mode="disabled", interval=0.0005)
+        profiler.start()
+        return profiler
+    return None
+
+
+def stop_profiler(profiler: Any, kind: str | None, out: str | None) -> None:
+    if profiler is None:
+        return
+    if kind == "cprofile":
+        import pstats
+
+        profiler.disable()
+        if out:
+            profiler.dump_stats(out)
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(35)
+        stats.sort_stats("cumulative").print_stats(45)
+    else:
+        profiler.stop()
+        text = profiler.output_text(unicode=False, color=False, show_all=False)
+        if out:
+            Path(out).write_text(text)
+        print(text, file=sys.stderr)
+
+
+# -- 3. steady-rate latency ----------------------------------------------------------------------
+
+
+async def paced_writer(
+    url: str,
+    rate: float,
+    seconds: float,
+    aggregates: int,
+    concurrency: int,
+    start_at: float,
+    index: int = 0,
+    stride: int = 1,
+) -> dict[str, Any]:
+    """Commit one event per UnitOfWork, event i at its absolute deadline `start_at + i/rate`
+    (time.monotonic), for the i ≡ index (mod stride) of this writer; returns event id →
+    commit-return time, the errors, and how many deadlines were missed by over 5 ms."""
+    engine = create_engine(url, pool_size=concurrency // 2 + 1)
+    registry = schema_registry()
+    total = int(rate * seconds)
+    commits: dict[str, tuple[float, float]] = {}  # event id → (commit called, commit returned)
+    errors: list[str] = []
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    late = 0
+
+    async def one(i: int) -> None:
+        try:
+            event = bench_event(i % aggregates, i, prefix="steady")
+            async with UnitOfWork(engine, registry) as uow:
+                await uow.outbox.add(event)
+                before = time.monotonic()
+                await uow.commit()
+            commits[event.event_id] = (before, time.monotonic())
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            slots.release()
+
+    # Warm the pool so the first commits do not pay for connecting.
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("SELECT 1")
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    for i in range(index, total, stride):
+        delay = start_at + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -0.005:
+            late += 1
+        await slots.acquire()
+        task = asyncio.create_task(one(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    await engine.dispose()
+    return {"commits": commits, "errors": errors, "late": late}
+
+
+async def writer_child(args: argparse.Namespace) -> None:
+    """`--writer process`: print READY, wait for a start time on stdin, write, print results."""
+    print("READY", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    start_at = float(line)
+    result = await paced_writer(
+        args.database_url,
+        args.rate,
+        args.seconds,
+        args.steady_aggregates,
+        args.concurrency,
+        start_at,
+        args.writer_index,
+        args.writers,
+    )
+    result["commits"] = list(result["commits"].items())
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+async def run_writer_processes(
+    args: argparse.Namespace, url: str, start_at: float
+) -> dict[str, Any]:
+    """`--writers` child processes, writer j taking events j, j+K, j+2K, ..."""
+    procs = []
+    for j in range(args.writers):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.outbox",
+            "--writer-child",
+            "--database-url",
+            url,
+            "--rate",
+            str(args.rate),
+            "--seconds",
+            str(args.seconds),
+            "--steady-aggregates",
+            str(args.steady_aggregates),
+            "--concurrency",
+            str(args.concurrency),
+            "--writers",
+            str(args.writers),
+            "--writer-index",
+            str(j),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        procs.append(proc)
+    for proc in procs:
+        assert proc.stdout is not None
+        ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if ready.strip() != b"READY":
+            raise RuntimeError(f"writer child said {ready!r}")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at}\n".encode())
+        await proc.stdin.drain()
+    merged: dict[str, Any] = {"commits": {}, "errors": [], "late": 0}
+    for proc in procs:
+        assert proc.stdout is not None
+        out = await proc.stdout.read()
+        await proc.wait()
+        result = json.loads(out)
+        merged["commits"].update({e: tuple(t) for e, t in result["commits"]})
+        merged["errors"] += result["errors"]
+        merged["late"] += result["late"]
+    return merged
+
+
+async def steady_latency(
+    args: argparse.Namespace, url: str, dsn: str, nats_url: str, config: RelayConfig
+) -> dict[str, Any]:
+    received: dict[str, float] = {}
+    missing: set[str] | None = None  # known once the writer has finished
+    all_received = asyncio.Event()
+
+    async def on_event(msg: Any) -> None:
+        event_id = msg.headers["Nats-Msg-Id"]
+        received[event_id] = time.monotonic()
+        if missing is not None:
+            missing.discard(event_id)
+            if not missing:
+                all_received.set()
+
+    sub_nc = await nats.connect(nats_url)
+    await sub_nc.subscribe(f"{EVENTS_SUBJECT_PREFIX}.>", cb=on_event)
+    await sub_nc.flush()
+
+    relay_engine = create_engine(url)
+    relay_nc: NATS = await nats.connect(nats_url)
+    relay = Relay(relay_engine, url, relay_nc, config, owner="bench-steady")
+    timer = PhaseTimer(relay)
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.5)  # relay set up and listening
+
+    start_at = time.monotonic() + (2.0 if args.writer == "process" else 0.2)
+    if args.writer == "process":
+        written = await run_writer_processes(args, url, start_at)
+    else:
+        written = await paced_writer(
+            url, args.rate, args.seconds, args.steady_aggregates, args.concurrency, start_at
+        )
+    commits: dict[str, tuple[float, float]] = written["commits"]
+    last = max((t for _, t in commits.values()), default=start_at)
+    achieved = len(commits) / (last - start_at) if last > start_at else 0.0
+    missing = set(commits) - received.keys()
+    if missing:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_received.wait(), 10)
+    stop.set()
+    await relay_task
+    await relay_nc.close()
+    await sub_nc.close()
+    await relay_engine.dispose()
+
+    # From the commit's return (as asked), and from its call: an upper bound that stays
+    # honest when a busy writer resumes late after the commit and so under-reports.
+    latencies_ms = sorted((received[e] - t[1]) * 1000 for e, t in commits.items() if e in received)
+    from_call_ms = sorted((received[e] - t[0]) * 1000 for e, t in commits.items() if e in received)
+    if written["errors"]:
+        log(f"writer errors: {len(written['errors'])}, first: {written['errors'][0]}")
+    result: dict[str, Any] = {
+        "achieved_rate_per_s": round(achieved, 1),
+        "committed": len(commits),
+        "received": len(latencies_ms),
+        "writer_errors": len(written["errors"]),
+        "writer_late": written["late"],
+        "unpublished_after": await count_unpublished(dsn),
+        "relay": timer.summary(),
+    }
+    if len(latencies_ms) >= 2:
+        q = statistics.quantiles(latencies_ms, n=100, method="inclusive")
+        result.update(
+            latency_p50_ms=round(q[49], 2),
+            latency_p90_ms=round(q[89], 2),
+            latency_p99_ms=round(q[98], 2),
+            latency_max_ms=round(latencies_ms[-1], 2),
+            latency_min_ms=round(latencies_ms[0], 2),
+        )
+        q = statistics.quantiles(from_call_ms, n=100, method="inclusive")
+        result.update(
+            latency_from_commit_call_p50_ms=round(q[49], 2),
+            latency_from_commit_call_p99_ms=round(q[98], 2),
+        )
+    return result
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_sweep(text: str) -> list[tuple[int, int]]:
+    """`256x32,512x16` → [(256, 32), (512, 16)] (batch_size x per_aggregate)."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        batch, _, per = item.partition("x")
+        pairs.append((int(batch), int(per)))
+    return pairs
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up (private servers if asked, a new database), run the phases, always clean up."""
+    load_start = round(os.getloadavg()[0], 2)
+    private_pg = private_nats = None
+    admin_dsn = name = ""
+    try:
+        if args.pg == "private":
+            private_pg = PrivatePostgres()
+            private_pg.start()
+            admin_dsn, database_url = private_pg.admin_dsn, private_pg.database_url
+        else:
+            admin_dsn = os.environ.get("AGENTOS_PG_ADMIN_DSN", "")
+            database_url = os.environ.get("AGENTOS_DATABASE_URL", "")
+        if not admin_dsn or not database_url:
+            raise SystemExit(
+                "AGENTOS_PG_ADMIN_DSN / AGENTOS_DATABASE_URL unset: load .services/env"
+            )
+        nats_url = args.nats_url
+        if not nats_url:
+            private_nats = PrivateNats()
+            private_nats.start()
+            nats_url = private_nats.url
+        name, url = await create_database(admin_dsn, database_url)
+        log(f"database {name}; nats {'private ' if private_nats else ''}{nats_url}")
+        result = await phases(args, url, nats_url)
+    finally:
+        try:
+            if name and not args.keep_db:
+                await drop_database(admin_dsn, name)
+        finally:
+            if private_nats:
+                private_nats.stop()
+            if private_pg:
+                private_pg.stop()
+    result.update(
+        nats="private" if private_nats else "given",
+        pg=args.pg,
+        cpus=os.cpu_count(),
+        loadavg_1m={"start": load_start, "end": round(os.getloadavg()[0], 2)},
+    )
+    return result
+
+
+async def phases(args: argparse.Namespace, url: str, nats_url: str) -> dict[str, Any]:
+    """Pre-fill, raw publish, (sweep,) drain, steady latency; the result line."""
+    dsn = asyncpg_dsn(url)
+    engine = create_engine(url)
+    base = replace(RelayConfig(), batch_size=args.batch_size, per_aggregate=args.per_aggregate)
+    try:
+        started = time.perf_counter()
+        await prefill(engine, args.events, args.aggregates)
+        conn = await asyncpg.connect(dsn)
+        await vacuum(conn)
+        await conn.close()
+        log(f"pre-filled {args.events} events in {time.perf_counter() - started:.1f}s (untimed)")
+
+        sample = (await OutboxStore(engine).pending([("tenant", "bench-00000")], 1))[0]
+        payload = encode(sample)
+        log(f"payload {len(payload)} bytes")
+
+        raw = await raw_publish(nats_url, payload, args.events, sample.envelope.event_type)
+        log(f"raw publish_async: {raw:,.0f} msg/s")
+
+        sweep = []
+        for batch, per in parse_sweep(args.sweep):
+            config = replace(base, batch_size=batch, per_aggregate=per)
+            result = await drain(engine, url, dsn, nats_url, config, args.events)
+            log(f"sweep {batch}x{per}: {json.dumps(result)}")
+            sweep.append(result)
+            await reset_outbox(dsn)
+
+        main = await drain(
+            engine, url, dsn, nats_url, base, args.events, args.profile, args.profile_out
+        )
+        log(f"relay drain: {json.dumps(main)}")
+
+        if not args.stale_stats:
+            # As autovacuum would within a minute: after the drain flipped 50,000 rows to
+            # Published, the statistics still say "all OutboxWritten" and claim() then scans
+            # the outbox in id order (pk_outbox) past every published row, on every cycle.
+            conn = await asyncpg.connect(dsn)
+            await vacuum(conn)
+            await conn.close()
+        steady = await steady_latency(args, url, dsn, nats_url, base)
+        log(f"steady: {json.dumps(steady)}")
+    finally:
+        await engine.dispose()
+
+    relay_per_s = main["relay_per_s"] if not main["stalled"] else 0.0
+    ratio = relay_per_s / raw if raw else 0.0
+    p99 = steady.get("latency_p99_ms")
+    return {
+        "bench": "outbox",
+        "raw_publish_per_s": round(raw, 1),
+        "relay_per_s": relay_per_s,
+        "ratio": round(ratio, 3),
+        "latency_p50_ms": steady.get("latency_p50_ms"),
+        "latency_p99_ms": p99,
+        "events": args.events,
+        "payload_bytes": len(payload),
+        "steady_rate_per_s": args.rate,
+        "achieved_rate_per_s": steady["achieved_rate_per_s"],
+        "steady_received": steady["received"],
+        "steady_committed": steady["committed"],
+        "latency_max_ms": steady.get("latency_max_ms"),
+        "latency_min_ms": steady.get("latency_min_ms"),
+        "latency_from_commit_call_p99_ms": steady.get("latency_from_commit_call_p99_ms"),
+        "relay": {k: v for k, v in main.items() if k != "relay_per_s"},
+        "steady_relay": steady["relay"],
+        "sweep": [{k: r[k] for k in SWEEP_KEYS} for r in sweep],
+        "writer": args.writer if args.writer == "inproc" else f"{args.writers} processes",
+        "stale_stats": args.stale_stats,
+        "goal_ratio_met": ratio >= GOAL_RATIO,
+        "goal_p99_met": p99 is not None and p99 <= GOAL_P99_MS,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__.split("\n")[0])
+    p.add_argument("--events", type=int, default=50_000, help="events to drain (and raw msgs)")
+    p.add_argument("--aggregates", type=int, default=1_000, help="aggregates of the pre-fill")
+    p.add_argument("--rate", type=float, default=1_000.0, help="steady writer rate, events/s")
+    p.add_argument("--seconds", type=float, default=10.0, help="steady phase duration")
+    p.add_argument("--steady-aggregates", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=32, help="writer's in-flight commits")
+    p.add_argument("--writer", choices=("process", "inproc"), default="process")
+    p.add_argument("--writers", type=int, default=1, help="writer processes (--writer process)")
+    p.add_argument("--writer-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, default=RelayConfig.batch_size)
+    p.add_argument("--per-aggregate", type=int, default=RelayConfig.per_aggregate)
+    p.add_argument("--sweep", default="", help="extra drains first, e.g. 256x32,512x16")
+    p.add_argument("--nats-url", default=None, help="use this server (default: a private one)")
+    p.add_argument(
+        "--pg",
+        choices=("shared", "private"),
+        default="shared",
+        help="shared: a new database on AGENTOS_PG_ADMIN_DSN; private: a throwaway cluster",
+    )
+    p.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
+    p.add_argument("--profile-out", default=None, help="file for the drain's profile")
+    p.add_argument("--keep-db", action="store_true")
+    p.add_argument(
+        "--stale-stats",
+        action="store_true",
+        help="skip VACUUM ANALYZE between the drain and the steady phase",
+    )
+    p.add_argument("--writer-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    configure_logging("warning", fmt="console")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ShortLogs())
+    if args.writer_child:
+        asyncio.run(writer_child(args))
+        return
+    result = asyncio.run(bench(args))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
