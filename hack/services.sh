@@ -55,9 +55,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# One `up`/`down` at a time per checkout (the lock is not inherited by the daemons).
-exec 9>"$SVC/.lock"
-flock 9
+# One `up`/`down` at a time per checkout. `flock -o` holds the lock in flock itself and
+# closes it for the script, so no daemon started below inherits it (one that did would hold
+# the lock for its whole life, and the next `down` would wait forever).
+if [ -z "${AGENTOS_SERVICES_LOCKED:-}" ]; then
+  export AGENTOS_SERVICES_LOCKED=1
+  exec flock -o "$SVC/.lock" "$0" "$@"
+fi
 
 ALL_SERVICES=()
 SERVICES=()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -141,6 +142,22 @@ class Controller:
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self._engine, self._registry, principal="system:controller")
 
+    async def _move(
+        self, record: AgentRecord, to_phase: Phase, reason: str, message: str, **changes: Any
+    ) -> AgentRecord:
+        """One phase transition in its own UnitOfWork (see service.agents.transition)."""
+        async with self.uow() as uow:
+            moved = await svc.transition(uow, record, to_phase, reason, message, **changes)
+            await uow.commit()
+        return moved
+
+    async def _set_status(self, record: AgentRecord, **changes: Any) -> AgentRecord:
+        """Status fields without a phase change, in their own UnitOfWork."""
+        async with self.uow() as uow:
+            updated = await svc.update_status(uow, record, **changes)
+            await uow.commit()
+        return updated
+
     def want_schedule(self) -> None:
         """Run a scheduling pass soon (quota or capacity changed)."""
         self._schedule_wanted.set()
@@ -260,19 +277,15 @@ class Controller:
         decisions = schedule(pending, nodes, usage)
         for agent_id, node in decisions.admitted.items():
             record = records[agent_id]
-            async with self.uow() as uow:
-                fresh = await uow.agents.by_id(agent_id)
-                if fresh is None or fresh.resource_version != record.resource_version:
-                    self.queue.add(agent_id)
-                    continue
-                conditions = svc.merge_condition(
-                    record.status,
-                    svc.condition(
-                        "Scheduled", "True", "Scheduled", f"placed on {node}", record.generation
-                    ),
-                )
-                await svc.transition(
-                    uow,
+            conditions = svc.merge_condition(
+                record.status,
+                svc.condition(
+                    "Scheduled", "True", "Scheduled", f"placed on {node}", record.generation
+                ),
+            )
+            # Changed since the snapshot (stale resourceVersion): it is looked at again below.
+            with contextlib.suppress(Conflict, IllegalTransition):
+                await self._move(
                     record,
                     Phase.SCHEDULED,
                     "Scheduled",
@@ -280,7 +293,6 @@ class Controller:
                     node=node,
                     conditions=conditions,
                 )
-                await uow.commit()
             self.queue.add(agent_id)
         for agent_id, message in decisions.unschedulable.items():
             record = records[agent_id]
@@ -292,15 +304,12 @@ class Controller:
                 message,
             ):
                 continue
-            async with self.uow() as uow:
-                await svc.update_status(
-                    uow,
-                    record,
-                    reason="Unschedulable",
-                    message=message,
-                    conditions=svc.merge_condition(record.status, new),
-                )
-                await uow.commit()
+            await self._set_status(
+                record,
+                reason="Unschedulable",
+                message=message,
+                conditions=svc.merge_condition(record.status, new),
+            )
 
     def _restart_delay(self, record: AgentRecord, now: datetime) -> float:
         failed_at = _parse_time(record.status.failedAt)
@@ -345,19 +354,16 @@ class Controller:
 
     async def _scheduled(self, record: AgentRecord) -> float | None:
         sandbox_id = f"{record.tenant}-{record.name}-{record.id[:8]}-{record.status.restartCount}"
-        async with self.uow() as uow:
-            await svc.transition(
-                uow,
-                record,
-                Phase.STARTING,
-                "SandboxCreating",
-                f"sandbox {sandbox_id}",
-                sandboxID=sandbox_id,
-                startedAt=rfc3339(utcnow()),
-                observedGeneration=record.generation,
-                sandboxHash=sandbox_hash(record.spec),
-            )
-            await uow.commit()
+        await self._move(
+            record,
+            Phase.STARTING,
+            "SandboxCreating",
+            f"sandbox {sandbox_id}",
+            sandboxID=sandbox_id,
+            startedAt=rfc3339(utcnow()),
+            observedGeneration=record.generation,
+            sandboxHash=sandbox_hash(record.spec),
+        )
         return 0
 
     def _runtime(self, record: AgentRecord) -> Runtime:
@@ -374,18 +380,15 @@ class Controller:
         conditions = svc.merge_condition(
             record.status, svc.condition("Ready", "False", reason, message, record.generation)
         )
-        async with self.uow() as uow:
-            await svc.transition(
-                uow,
-                record,
-                Phase.FAILED,
-                reason,
-                message,
-                failedAt=rfc3339(utcnow()),
-                exitCode=exit_code,
-                conditions=conditions,
-            )
-            await uow.commit()
+        await self._move(
+            record,
+            Phase.FAILED,
+            reason,
+            message,
+            failedAt=rfc3339(utcnow()),
+            exitCode=exit_code,
+            conditions=conditions,
+        )
         self._probe_failures.pop(record.id, None)
         log.info("agent failed", agent=record.name, tenant=record.tenant, reason=reason)
         return 0
@@ -435,17 +438,14 @@ class Controller:
                 record.generation,
             ),
         )
-        async with self.uow() as uow:
-            await svc.transition(
-                uow,
-                record,
-                Phase.READY,
-                "Ready",
-                "the agent answers its readiness probe",
-                readyAt=rfc3339(utcnow()),
-                conditions=conditions,
-            )
-            await uow.commit()
+        await self._move(
+            record,
+            Phase.READY,
+            "Ready",
+            "the agent answers its readiness probe",
+            readyAt=rfc3339(utcnow()),
+            conditions=conditions,
+        )
         return probe.period_s if probe else self.config.resync_s
 
     async def _ready(self, record: AgentRecord) -> float | None:
@@ -454,9 +454,7 @@ class Controller:
         if record.generation != record.status.observedGeneration:
             if sandbox_hash(record.spec) != record.status.sandboxHash:
                 return await self._replace(record)
-            async with self.uow() as uow:
-                await svc.update_status(uow, record, observedGeneration=record.generation)
-                await uow.commit()
+            await self._set_status(record, observedGeneration=record.generation)
         runtime = self._runtime(record)
         state = await runtime.status(sandbox_id)
         if state.state in (SandboxState.EXITED, SandboxState.MISSING):
@@ -484,28 +482,23 @@ class Controller:
         """The sandbox part of the spec changed: remove the sandbox and start over."""
         if record.status.sandboxID:
             await self._runtime(record).remove(record.status.sandboxID)
-        async with self.uow() as uow:
-            await svc.transition(
-                uow,
-                record,
-                Phase.CREATED,
-                "SpecChanged",
-                f"generation {record.generation} needs a new sandbox",
-                sandboxID=None,
-                node=None,
-                readyAt=None,
-                observedGeneration=record.generation,
-            )
-            await uow.commit()
+        await self._move(
+            record,
+            Phase.CREATED,
+            "SpecChanged",
+            f"generation {record.generation} needs a new sandbox",
+            sandboxID=None,
+            node=None,
+            readyAt=None,
+            observedGeneration=record.generation,
+        )
         return 0
 
     async def _failed(self, record: AgentRecord) -> float | None:
         # Compensation (DESIGN §2): the reservation went with the phase; the sandbox goes now.
         if record.status.sandboxID:
             await self._runtime(record).remove(record.status.sandboxID)
-            async with self.uow() as uow:
-                record = await svc.update_status(uow, record, sandboxID=None)
-                await uow.commit()
+            record = await self._set_status(record, sandboxID=None)
         restart, why = restart_decision(
             RestartPolicy(record.spec.restartPolicy),
             record.status.restartCount,
@@ -523,33 +516,26 @@ class Controller:
                         f"{record.spec.maxRestarts}; last failure: {last}"
                     ),
                 }[why]
-                async with self.uow() as uow:
-                    await svc.update_status(uow, record, reason=why, message=message)
-                    await uow.commit()
+                await self._set_status(record, reason=why, message=message)
             self._schedule_wanted.set()  # capacity freed
             return None
-        async with self.uow() as uow:
-            await svc.transition(
-                uow,
-                record,
-                Phase.CREATED,
-                "Restarting",
-                f"restart {record.status.restartCount + 1} of {record.spec.maxRestarts}",
-                restartCount=record.status.restartCount + 1,
-                node=None,
-                readyAt=None,
-            )
-            await uow.commit()
+        await self._move(
+            record,
+            Phase.CREATED,
+            "Restarting",
+            f"restart {record.status.restartCount + 1} of {record.spec.maxRestarts}",
+            restartCount=record.status.restartCount + 1,
+            node=None,
+            readyAt=None,
+        )
         self._schedule_wanted.set()
         return 0
 
     async def _terminate(self, record: AgentRecord) -> float | None:
         if record.phase is not Phase.TERMINATING:
-            async with self.uow() as uow:
-                record = await svc.transition(
-                    uow, record, Phase.TERMINATING, "DeletionRequested", "deletion requested"
-                )
-                await uow.commit()
+            record = await self._move(
+                record, Phase.TERMINATING, "DeletionRequested", "deletion requested"
+            )
         owned = {sid for sid in [record.status.sandboxID] if sid}
         for runtime in self._distinct_runtimes():
             owned |= {
