@@ -99,6 +99,10 @@ async def control_plane(
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Sandboxes outlive their control plane by design; a test leaves none behind.
+        for runtime in {id(r): r for r in runtimes.values()}.values():
+            for sandbox_id in await runtime.list_sandboxes():
+                await runtime.remove(sandbox_id)
 
 
 def manifest(name: str, **spec: Any) -> dict[str, Any]:
