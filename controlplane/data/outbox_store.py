@@ -19,7 +19,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    delete,
     exists,
     func,
     or_,
@@ -499,9 +498,3 @@ class OutboxStore:
                 update(dead_letters).where(dead_letters.c.event_id.in_(ids)).values(requeued_at=now)
             )
         return len(ids)
-
-    async def purge_inbox(self, older_than: datetime) -> int:
-        """Forget inbox entries received before `older_than`. Returns how many."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(delete(inbox).where(inbox.c.received_at < older_than))
-        return int(result.rowcount)

@@ -59,11 +59,6 @@ def holds_reservation(phase: Phase) -> bool:
     return phase in (Phase.SCHEDULED, Phase.STARTING, Phase.READY)
 
 
-def has_sandbox(phase: Phase) -> bool:
-    """Whether an agent in `phase` may own a sandbox that must be removed on failure."""
-    return phase in (Phase.STARTING, Phase.READY)
-
-
 @dataclass(frozen=True)
 class Condition:
     """A Kubernetes-style condition (API conventions: type, status, reason, message,

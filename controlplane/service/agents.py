@@ -270,8 +270,3 @@ async def finalize_deletion(uow: UnitOfWork, record: AgentRecord) -> None:
     )
     await uow.agents.remove(record)
     await uow.commit()
-
-
-async def get_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
-    """Raises NotFound."""
-    return await uow.agents.get(tenant, name)
