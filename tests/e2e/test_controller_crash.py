@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.e2e.test_serve import healthz
 from tests.integration.conftest import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,15 +47,12 @@ def serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [*CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{env['AGENTOS_API_URL']}/healthz", timeout=1)
-            return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("serve did not answer /healthz")
+    try:
+        wait_until(lambda: healthz(env["AGENTOS_API_URL"], proc), 60, "serve answering /healthz")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 def phases(env: dict[str, str]) -> dict[str, str]:
@@ -70,15 +67,8 @@ def phases(env: dict[str, str]) -> dict[str, str]:
     return {i["metadata"]["name"]: i["status"]["phase"] for i in json.loads(out)["items"]}
 
 
-def wait(env: dict[str, str], check, what: str, timeout_s: float = 90):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = phases(env)
-        if check(last):
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: {last}")
+def wait(env: dict[str, str], check, what: str, timeout_s: float = 90) -> None:
+    wait_until(lambda: check(phases(env)), timeout_s, what)
 
 
 def sandboxes(state: Path) -> set[str]:

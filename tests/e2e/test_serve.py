@@ -6,14 +6,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.integration.conftest import free_port
+from tests.waiting import wait_until
 
 CLI = [sys.executable, "-m", "controlplane.cli.main"]
+
+
+def healthz(base_url: str, proc: subprocess.Popen[bytes]) -> httpx.Response | None:
+    """The answer of /healthz, or None while nothing listens; fails if `proc` died."""
+    assert proc.poll() is None, f"serve exited with {proc.returncode}"
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=1)
+    except httpx.TransportError:
+        return None
 
 
 def test_serve_on_embedded_defaults_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -27,15 +36,9 @@ def test_serve_on_embedded_defaults_answers_healthz_and_stops_on_sigterm(tmp_pat
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        answer = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert answer is not None, proc.stdout.read().decode() if proc.stdout else ""
+        answer = wait_until(
+            lambda: healthz(f"http://127.0.0.1:{port}", proc), 60, "serve answering /healthz"
+        )
         assert answer.status_code == 200 and answer.json() == {"status": "ok"}
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics")
         assert metrics.status_code == 200 and "python_info" in metrics.text

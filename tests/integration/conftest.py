@@ -25,6 +25,7 @@ from controlplane.data import migrate
 from controlplane.data.engine import create_engine
 from controlplane.outbox.jetstream import DLQ_STREAM, EVENTS_STREAM
 from tests.conftest import service_setting
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -118,15 +119,12 @@ class NatsServer:
 
 def wait_until_port_open(port: int, timeout_s: float = 30.0) -> None:
     """Block until 127.0.0.1:`port` accepts connections."""
-    import time
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout_s, f"a listener on 127.0.0.1:{port}")
 
 
 @pytest.fixture

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
@@ -17,6 +13,9 @@ from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events import EventEnvelope, NewEvent
 from controlplane.outbox.jetstream import EVENTS_STREAM
+from tests.waiting import eventually
+
+__all__ = ["eventually", "quota_event", "states", "stream_messages", "write_events"]
 
 
 def quota_event(tenant: str, agents: int) -> NewEvent:
@@ -46,20 +45,6 @@ async def states(engine: AsyncEngine) -> dict[str, int]:
     async with engine.connect() as conn:
         rows = await conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))
         return {state: n for state, n in rows}
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout_s: float = 60.0, what: str = "condition"
-) -> Any:
-    """Poll `check` until it returns a truthy value; fail after `timeout_s` naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout_s}s (last: {last!r})")
 
 
 async def stream_messages(js: JetStreamContext, stream: str = EVENTS_STREAM) -> list[dict]:

@@ -7,16 +7,14 @@ conditions are polled until a deadline.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,8 @@ from controlplane.runtimes.base import (
 )
 from controlplane.runtimes.containerd import ContainerdRuntime
 from tests.conftest import service_setting
+from tests.integration.conftest import free_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.containerd
 
@@ -108,19 +108,6 @@ async def new_spec(runtime: ContainerdRuntime, settings: dict[str, str]) -> Asyn
     yield make
     for sandbox_id in created:  # whatever a failed test left behind
         await runtime.remove(sandbox_id)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def cgroup_limits(pid: int) -> tuple[int, int | None]:
@@ -199,7 +186,7 @@ async def test_sandbox_lifecycle(
     assert (await runtime.start(sid)).pid == started.pid  # a running one is left alone
     assert sid in ctr(settings, "tasks", "ls", "-q").split()
 
-    await eventually(lambda: runtime.probe(sid, http), "the agent's /healthz")
+    await eventually(lambda: runtime.probe(sid, http), DEADLINE_S, "the agent's /healthz")
     status = await runtime.status(sid)
     assert status.state == SandboxState.RUNNING
     assert status.pid == started.pid
@@ -236,7 +223,7 @@ async def test_sandbox_lifecycle(
     async def exited() -> bool:
         return (await runtime.status(sid)).state == SandboxState.EXITED
 
-    await eventually(exited, "the killed sandbox to exit")
+    await eventually(exited, DEADLINE_S, "the killed sandbox to exit")
     final = await runtime.status(sid)
     assert final.exit_code == 128 + signal.SIGKILL, final
     assert not await runtime.probe(sid, http)
@@ -276,7 +263,7 @@ async def test_stop_then_restart(
     async def says_up() -> bool:
         return "up" in await runtime.logs(sid)
 
-    await eventually(says_up, "the shell to start")
+    await eventually(says_up, DEADLINE_S, "the shell to start")
     began = time.monotonic()
     await runtime.stop(sid, timeout_s=20)
     assert time.monotonic() - began < 10, "SIGTERM alone should have ended it"
@@ -291,7 +278,9 @@ async def test_stop_then_restart(
     restarted = await runtime.start(sid)
     assert restarted.state == SandboxState.RUNNING
     assert restarted.pid != first.pid
-    await eventually(lambda: runtime.probe(sid, ProbeSpec(exec_command=["true"])), "restart")
+    await eventually(
+        lambda: runtime.probe(sid, ProbeSpec(exec_command=["true"])), DEADLINE_S, "restart"
+    )
     await runtime.stop(sid, timeout_s=0.5)  # then SIGKILL
     killed = await runtime.status(sid)
     assert killed.state == SandboxState.EXITED

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,24 +18,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import service_setting
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kube
 
 SERVICE = "Kubernetes (kube-apiserver, etcd, KWOK)"
 NAMESPACE = "default"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll `predicate` until it returns a truthy value; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def ignore_not_found(call: Callable[[], Any]) -> None:
