@@ -98,7 +98,7 @@ def serve(
         await stop.wait()
         server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
-        for runtime in {id(r): r for r in controller.runtimes.values()}.values():
+        for runtime in controller.distinct_runtimes():
             await runtime.close()
         await container.close()
 

@@ -28,7 +28,7 @@ from controlplane.data.tables import agents as agents_table
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import AgentSpec
 from controlplane.domain.errors import Conflict
-from controlplane.domain.events import rfc3339, utcnow
+from controlplane.domain.events import parse_rfc3339, rfc3339, utcnow
 from controlplane.domain.lifecycle import (
     IllegalTransition,
     Phase,
@@ -112,10 +112,6 @@ def probe_spec(spec: AgentSpec) -> ProbeSpec | None:
         timeout_s=r.timeoutSeconds,
         failure_threshold=r.failureThreshold,
     )
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 class Controller:
@@ -312,7 +308,7 @@ class Controller:
             )
 
     def _restart_delay(self, record: AgentRecord, now: datetime) -> float:
-        failed_at = _parse_time(record.status.failedAt)
+        failed_at = parse_rfc3339(record.status.failedAt) if record.status.failedAt else None
         if record.status.restartCount == 0 or failed_at is None:
             return 0.0
         backoff = restart_backoff_s(
@@ -396,7 +392,7 @@ class Controller:
     async def _starting(self, record: AgentRecord) -> float | None:
         sandbox_id = record.status.sandboxID
         assert sandbox_id is not None
-        started = _parse_time(record.status.startedAt) or utcnow()
+        started = parse_rfc3339(record.status.startedAt) if record.status.startedAt else utcnow()
         if (utcnow() - started).total_seconds() > self.config.starting_timeout_s:
             return await self._fail(
                 record,
@@ -536,14 +532,11 @@ class Controller:
             record = await self._move(
                 record, Phase.TERMINATING, "DeletionRequested", "deletion requested"
             )
-        owned = {sid for sid in [record.status.sandboxID] if sid}
-        for runtime in self._distinct_runtimes():
-            owned |= {
-                sid for sid, aid in (await runtime.list_sandboxes()).items() if aid == record.id
-            }
-        for sid in owned:
-            for runtime in self._distinct_runtimes():
-                await runtime.remove(sid)
+        # The sandbox id is recorded before a sandbox is created, so it names the only one the
+        # agent can own; strays from a crash are the leak sweep's business, not each delete's.
+        runtime = self.runtimes.get(record.spec.runtime.class_)
+        if record.status.sandboxID and runtime is not None:
+            await runtime.remove(record.status.sandboxID)
         async with self.uow() as uow:
             fresh = await uow.agents.by_id(record.id)
             if fresh is not None:
@@ -553,18 +546,16 @@ class Controller:
         log.info("agent deleted", agent=record.name, tenant=record.tenant)
         return None
 
-    def _distinct_runtimes(self) -> list[Runtime]:
-        seen: dict[int, Runtime] = {}
-        for r in self.runtimes.values():
-            seen.setdefault(id(r), r)
-        return list(seen.values())
+    def distinct_runtimes(self) -> list[Runtime]:
+        """Each runtime once (one backend may serve several runtime classes)."""
+        return list({id(r): r for r in self.runtimes.values()}.values())
 
     async def remove_leaked_sandboxes(self) -> int:
         """Remove sandboxes that no agent owns (left by a crash). Returns how many."""
         async with self.uow() as uow:
             owned = {a.status.sandboxID for a in await uow.agents.list() if a.status.sandboxID}
         removed = 0
-        for runtime in self._distinct_runtimes():
+        for runtime in self.distinct_runtimes():
             for sid in await runtime.list_sandboxes():
                 if sid not in owned:
                     await runtime.remove(sid)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -13,14 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from controlplane.data.tables import agent_transitions, agents
 from controlplane.domain.agent import AgentSpec, AgentStatus
 from controlplane.domain.errors import AgentNotFound, AlreadyExists, Conflict
-from controlplane.domain.events import utcnow
+from controlplane.domain.events import as_utc, utcnow
 from controlplane.domain.records import AgentRecord
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def to_record(row: Any) -> AgentRecord:
@@ -34,8 +27,10 @@ def to_record(row: Any) -> AgentRecord:
         status=AgentStatus.model_validate(row.status),
         generation=row.generation,
         resource_version=row.resource_version,
-        created_at=_aware(row.created_at) or utcnow(),
-        deletion_requested_at=_aware(row.deletion_requested_at),
+        created_at=as_utc(row.created_at),
+        deletion_requested_at=(
+            as_utc(row.deletion_requested_at) if row.deletion_requested_at else None
+        ),
     )
 
 

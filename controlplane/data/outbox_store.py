@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.data.repositories import dialect_insert
 from controlplane.data.tables import aggregate_sequences, dead_letters, inbox, outbox
-from controlplane.domain.events import EventEnvelope, OutboxState, utcnow
+from controlplane.domain.events import EventEnvelope, OutboxState, as_utc, utcnow
 
 AggregateKey = tuple[str, str]
 
@@ -98,11 +98,6 @@ def _envelope(row: Any) -> EventEnvelope:
         sequence=row.sequence,
         payload=row.payload,
     )
-
-
-def _as_aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes for values stored as UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # SQLite: a CASE with one WHEN per row costs rows x WHENs, so it is applied in chunks.
@@ -251,7 +246,7 @@ class OutboxStore:
             key = (r.aggregate_type, r.aggregate_id)
             if key in blocked:
                 continue
-            if _as_aware(r.next_attempt_at) > now:
+            if as_utc(r.next_attempt_at) > now:
                 blocked.add(key)
                 continue
             result.append(
@@ -260,7 +255,7 @@ class OutboxStore:
                     _envelope(r),
                     r.attempts,
                     r.replay_count,
-                    _as_aware(r.next_attempt_at),
+                    as_utc(r.next_attempt_at),
                     r.traceparent,
                 )
             )
@@ -349,7 +344,7 @@ class OutboxStore:
             _envelope(r),
             r.attempts,
             r.replay_count,
-            _as_aware(r.next_attempt_at),
+            as_utc(r.next_attempt_at),
             r.traceparent,
         )
 
@@ -405,7 +400,7 @@ class OutboxStore:
                     .where(dead_letters.c.requeued_at.is_(None))
                 )
             ).scalar_one()
-        age = (utcnow() - _as_aware(oldest)).total_seconds() if oldest else None
+        age = (utcnow() - as_utc(oldest)).total_seconds() if oldest else None
         return OutboxStatus(counts, age, int(open_dead))
 
     async def replay(

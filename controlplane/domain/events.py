@@ -37,6 +37,16 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_rfc3339(value: str) -> datetime:
+    """An RFC 3339 timestamp (`Z` or an offset) as a timezone-aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` made timezone-aware; a naive value is taken as UTC (SQLite returns those)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event not yet written: the sequence is assigned by the outbox at write time.

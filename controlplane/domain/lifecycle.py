@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from controlplane.domain.events import rfc3339
+
 
 class Phase(StrEnum):
     """Where an agent is in its lifecycle (Kubernetes `status.phase` style)."""
@@ -77,7 +79,7 @@ class Condition:
             "status": self.status,
             "reason": self.reason,
             "message": self.message,
-            "lastTransitionTime": self.last_transition_time.isoformat().replace("+00:00", "Z"),
+            "lastTransitionTime": rfc3339(self.last_transition_time),
             "observedGeneration": self.observed_generation,
         }
 

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -28,15 +27,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.outbox_store import OutboxStore
-from controlplane.domain.events import EventEnvelope, utcnow
+from controlplane.domain.events import EventEnvelope, parse_rfc3339, utcnow
 from controlplane.outbox import metrics
 from controlplane.outbox.jetstream import (
-    DLQ_SUBJECT_PREFIX,
     EVENTS_STREAM,
     EVENTS_SUBJECT_PREFIX,
     ensure_streams,
-    event_subject,
-    publish,
+    publish_dead_letter,
 )
 
 log = structlog.get_logger("agentos.consumer")
@@ -47,7 +44,7 @@ Handler = Callable[[EventEnvelope, AsyncConnection], Awaitable[None]]
 def decode(data: bytes) -> EventEnvelope:
     """Parse an event from its wire form (see `controlplane.outbox.relay.encode`)."""
     raw: dict[str, Any] = json.loads(data)
-    raw["occurred_at"] = datetime.fromisoformat(raw["occurred_at"].replace("Z", "+00:00"))
+    raw["occurred_at"] = parse_rfc3339(raw["occurred_at"])
     return EventEnvelope(**raw)
 
 
@@ -98,15 +95,14 @@ class EventConsumer:
             await self._store.dead_letter_event(row, reason, f"consumer:{self.name}")
         metrics.DEAD_LETTERS.labels("consumer").inc()
         log.warning("dead-lettered", consumer=self.name, event_id=envelope.event_id)
-        body = {"reason": reason, "source": f"consumer:{self.name}", "envelope": envelope.to_dict()}
-        with contextlib.suppress(Exception):
-            await publish(
-                self._js,
-                event_subject(envelope, DLQ_SUBJECT_PREFIX),
-                json.dumps(body).encode(),
-                msg_id=f"dlq-{self.name}-{envelope.event_id}-{stream_seq}",
-                timeout_s=5.0,
-            )
+        await publish_dead_letter(
+            self._js,
+            envelope,
+            reason=reason,
+            source=f"consumer:{self.name}",
+            msg_id=f"dlq-{self.name}-{envelope.event_id}-{stream_seq}",
+            timeout_s=5.0,
+        )
 
     async def _handle(self, msg: Msg) -> None:
         envelope = decode(msg.data)

@@ -8,6 +8,8 @@ and updated to the declared configuration otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from dataclasses import dataclass
 
 import nats
@@ -104,3 +106,26 @@ async def publish(
         future = await js.publish_async(subject, data, headers=hdrs, stream=stream)
         ack = await future
     return PublishResult(ack.seq, bool(ack.duplicate))
+
+
+async def publish_dead_letter(
+    js: JetStreamContext,
+    envelope: EventEnvelope,
+    *,
+    reason: str,
+    source: str,
+    msg_id: str,
+    timeout_s: float,
+) -> None:
+    """Copy a dead-lettered event to `AGENTOS_DLQ` (`agentos.dlq.<tenant>.<type>.<event>`) as
+    `{"reason", "source", "envelope"}`. Best effort: the `dead_letters` table is the record, so
+    a failure here is swallowed."""
+    body = {"reason": reason, "source": source, "envelope": envelope.to_dict()}
+    with contextlib.suppress(Exception):
+        await publish(
+            js,
+            event_subject(envelope, DLQ_SUBJECT_PREFIX),
+            json.dumps(body).encode(),
+            msg_id=msg_id,
+            timeout_s=timeout_s,
+        )

@@ -47,11 +47,11 @@ from controlplane.data.unit_of_work import OUTBOX_CHANNEL
 from controlplane.domain.events import utcnow
 from controlplane.outbox import metrics
 from controlplane.outbox.jetstream import (
-    DLQ_SUBJECT_PREFIX,
     EVENTS_STREAM,
     ensure_streams,
     event_subject,
     publish,
+    publish_dead_letter,
 )
 
 log = structlog.get_logger("agentos.relay")
@@ -196,16 +196,14 @@ class Relay:
     async def _publish_dead_letter(self, dead: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels("relay").inc()
         log.warning("dead-lettered", event_id=dead.row.envelope.event_id, reason=dead.reason)
-        body = {"reason": dead.reason, "source": "relay", "envelope": dead.row.envelope.to_dict()}
-        # The table is the record; the DLQ stream is a courtesy copy, best effort.
-        with contextlib.suppress(Exception):
-            await publish(
-                self._js,
-                event_subject(dead.row.envelope, DLQ_SUBJECT_PREFIX),
-                json.dumps(body).encode(),
-                msg_id=f"dlq-{dead.row.msg_id}",
-                timeout_s=self.config.publish_timeout_s,
-            )
+        await publish_dead_letter(
+            self._js,
+            dead.row.envelope,
+            reason=dead.reason,
+            source="relay",
+            msg_id=f"dlq-{dead.row.msg_id}",
+            timeout_s=self.config.publish_timeout_s,
+        )
 
     async def refresh_status_metrics(self) -> None:
         """Update the backlog gauges from the database (at most every status_interval_s)."""

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import AgentStatus, parse_agent
 from controlplane.domain.errors import AlreadyExists, Conflict, FieldError, ValidationFailed
-from controlplane.domain.events import NewEvent, utcnow
+from controlplane.domain.events import NewEvent, parse_rfc3339, utcnow
 from controlplane.domain.lifecycle import Condition, Phase, check_transition, set_condition
 from controlplane.domain.records import AgentRecord
 
@@ -56,7 +55,7 @@ def merge_condition(status: AgentStatus, new: dict[str, Any]) -> list[dict[str, 
             c["status"],
             c["reason"],
             c["message"],
-            datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00")),
+            parse_rfc3339(c["lastTransitionTime"]),
             c["observedGeneration"],
         )
 

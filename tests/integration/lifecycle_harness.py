@@ -100,7 +100,7 @@ async def control_plane(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         # Sandboxes outlive their control plane by design; a test leaves none behind.
-        for runtime in {id(r): r for r in runtimes.values()}.values():
+        for runtime in controller.distinct_runtimes():
             for sandbox_id in await runtime.list_sandboxes():
                 await runtime.remove(sandbox_id)
 
