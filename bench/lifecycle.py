@@ -741,11 +741,8 @@ async def bench(args: argparse.Namespace) -> None:
     if args.with_simulated:
         from bench import lifecycle_sim
 
-        # lifecycle_sim's own command-line defaults (python -m bench.lifecycle_sim).
-        sim_args = argparse.Namespace(
-            agents=10_000, workers=16, start_latency_s=0.0, timeout_s=300, relay=True
-        )
-        log("simulated: 10,000 agents (bench.lifecycle_sim)")
+        sim_args = lifecycle_sim.parser().parse_args([])  # its defaults: the run of record
+        log(f"simulated: {sim_args.agents} agents (bench.lifecycle_sim)")
         emit(await lifecycle_sim.main(sim_args))
 
 

@@ -23,8 +23,12 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane.controller.batching import Batcher
 from controlplane.controller.workqueue import RateLimiter, WorkQueue
+from controlplane.data.agents import AgentRepository
+from controlplane.data.repositories import OutboxWriter
 from controlplane.data.tables import agents as agents_table
+from controlplane.data.tables import tenants as tenants_table
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import AgentSpec
 from controlplane.domain.errors import Conflict
@@ -33,7 +37,6 @@ from controlplane.domain.lifecycle import (
     IllegalTransition,
     Phase,
     RestartPolicy,
-    holds_reservation,
     restart_backoff_s,
     restart_decision,
 )
@@ -57,7 +60,8 @@ log = structlog.get_logger("agentos.controller")
 class ControllerConfig:
     """Times in seconds."""
 
-    workers: int = 4
+    # Workers reconcile concurrently; their reads and writes are batched (controller.batching).
+    workers: int = 16
     resync_s: float = 30.0
     change_poll_s: float = 0.5
     starting_timeout_s: float = 120.0
@@ -134,25 +138,45 @@ class Controller:
         self._probe_failures: dict[str, int] = {}
         self._schedule_wanted = asyncio.Event()
         self.on_reconciled: Callable[[str], None] | None = None
+        self._reads: Batcher[str, AgentRecord | None] = Batcher(self._read_agents)
+        self._writes: Batcher[svc.StatusChange, AgentRecord] = Batcher(self._write_changes)
+        self._unpublished: Batcher[str, int] = Batcher(self._count_unpublished)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self._engine, self._registry, principal="system:controller")
 
+    async def _read_agents(self, agent_ids: list[str]) -> list[AgentRecord | None]:
+        async with self._engine.connect() as conn:
+            found = await AgentRepository(conn).by_ids(agent_ids)
+        return [found.get(i) for i in agent_ids]
+
+    async def _write_changes(
+        self, changes: list[svc.StatusChange]
+    ) -> list[AgentRecord | IllegalTransition | Conflict]:
+        async with self.uow() as uow:
+            results = await svc.change_statuses(uow, changes)
+            await uow.commit()
+        return results
+
+    async def _count_unpublished(self, agent_ids: list[str]) -> list[int]:
+        async with self._engine.connect() as conn:
+            counts = await OutboxWriter(conn, self._registry).unpublished_by_aggregate(
+                svc.AGGREGATE, agent_ids
+            )
+        return [counts.get(i, 0) for i in agent_ids]
+
     async def _move(
         self, record: AgentRecord, to_phase: Phase, reason: str, message: str, **changes: Any
     ) -> AgentRecord:
-        """One phase transition in its own UnitOfWork (see service.agents.transition)."""
-        async with self.uow() as uow:
-            moved = await svc.transition(uow, record, to_phase, reason, message, **changes)
-            await uow.commit()
-        return moved
+        """One phase transition (see service.agents.change_statuses); concurrent ones commit
+        together. Raises Conflict, IllegalTransition."""
+        return await self._writes.submit(
+            svc.StatusChange(record, changes, to_phase, reason, message)
+        )
 
     async def _set_status(self, record: AgentRecord, **changes: Any) -> AgentRecord:
-        """Status fields without a phase change, in their own UnitOfWork."""
-        async with self.uow() as uow:
-            updated = await svc.update_status(uow, record, **changes)
-            await uow.commit()
-        return updated
+        """Status fields without a phase change; batched like `_move`. Raises Conflict."""
+        return await self._writes.submit(svc.StatusChange(record, changes))
 
     def want_schedule(self) -> None:
         """Run a scheduling pass soon (quota or capacity changed)."""
@@ -177,6 +201,8 @@ class Controller:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for batcher in (self._reads, self._writes, self._unpublished):
+                await batcher.close()
             self.queue.shutdown()
             log.info("controller stopped")
 
@@ -242,57 +268,72 @@ class Controller:
                 log.warning("scheduling failed", error=f"{type(exc).__name__}: {exc}")
 
     async def schedule_pass(self) -> None:
-        """Admit pending agents against quota and capacity; one pass, serialised."""
-        async with self.uow() as uow:
-            everyone = await uow.agents.list()
-            tenants = {name: await uow.tenants.find(name) for name in {a.tenant for a in everyone}}
+        """Admit pending agents against quota and capacity; one pass, serialised.
+
+        Reads the pending agents in full and only sums of what admitted agents hold (derived
+        columns), so a pass costs what is pending, not every agent there is."""
+        async with self._engine.connect() as conn:
+            repo = AgentRepository(conn)
+            waiting = await repo.pending()
+            held = await repo.reservations((Phase.SCHEDULED, Phase.STARTING, Phase.READY))
+            names = {a.tenant for a in waiting} | {r.tenant for r in held}
+            quotas = dict(
+                (
+                    await conn.execute(
+                        select(tenants_table.c.name, tenants_table.c.quota).where(
+                            tenants_table.c.name.in_(names)
+                        )
+                    )
+                ).all()
+            )
         nodes = [
             Node(n.name, n.cpu_millis, n.memory_bytes, n.max_agents) for n in self.config.nodes
         ]
         by_node = {n.name: n for n in nodes}
-        usage: dict[str, TenantUsage] = {}
-        for name, tenant in tenants.items():
-            quota = tenant.quota if tenant else {}
-            usage[name] = TenantUsage(
-                quota.get("agents"), quota.get("cpu_millis"), quota.get("memory_bytes")
+        usage = {
+            name: TenantUsage(
+                (quota or {}).get("agents"),
+                (quota or {}).get("cpu_millis"),
+                (quota or {}).get("memory_bytes"),
             )
+            for name, quota in ((n, quotas.get(n)) for n in names)
+        }
+        for r in held:
+            usage[r.tenant].reserve(r.cpu_millis, r.memory_bytes, r.agents)
+            if r.node in by_node:
+                by_node[r.node].reserve(r.cpu_millis, r.memory_bytes, r.agents)
         now = utcnow()
-        pending: list[Pending] = []
-        records = {a.id: a for a in everyone}
-        for a in everyone:
-            cpu = a.spec.resources.request_cpu_millis()
-            mem = a.spec.resources.request_memory_bytes()
-            if holds_reservation(a.phase) and a.deletion_requested_at is None:
-                usage[a.tenant].reserve(cpu, mem)
-                if a.status.node in by_node:
-                    by_node[a.status.node].reserve(cpu, mem)
-            elif a.phase is Phase.CREATED and a.deletion_requested_at is None:
-                if self._restart_delay(a, now) > 0:
-                    continue
-                pending.append(Pending(a.id, a.tenant, a.spec.priority, a.created_at, cpu, mem))
+        pending = [
+            Pending(
+                a.id,
+                a.tenant,
+                a.spec.priority,
+                a.created_at,
+                a.spec.resources.request_cpu_millis(),
+                a.spec.resources.request_memory_bytes(),
+            )
+            for a in waiting
+            if self._restart_delay(a, now) <= 0
+        ]
         decisions = schedule(pending, nodes, usage)
+        records = {a.id: a for a in waiting}
+        changes = []
         for agent_id, node in decisions.admitted.items():
             record = records[agent_id]
-            conditions = svc.merge_condition(
-                record.status,
-                svc.condition(
-                    "Scheduled", "True", "Scheduled", f"placed on {node}", record.generation
-                ),
+            placed = svc.condition(
+                "Scheduled", "True", "Scheduled", f"placed on {node}", record.generation
             )
-            # Changed since the snapshot (stale resourceVersion): it is looked at again below.
-            with contextlib.suppress(Conflict, IllegalTransition):
-                await self._move(
+            changes.append(
+                svc.StatusChange(
                     record,
+                    {"node": node, "conditions": svc.merge_condition(record.status, placed)},
                     Phase.SCHEDULED,
                     "Scheduled",
                     f"placed on {node}",
-                    node=node,
-                    conditions=conditions,
                 )
-            self.queue.add(agent_id)
+            )
         for agent_id, message in decisions.unschedulable.items():
             record = records[agent_id]
-            new = svc.condition("Scheduled", "False", "Unschedulable", message, record.generation)
             current = next((c for c in record.status.conditions if c["type"] == "Scheduled"), None)
             if current and (current["status"], current["reason"], current["message"]) == (
                 "False",
@@ -300,12 +341,21 @@ class Controller:
                 message,
             ):
                 continue
-            await self._set_status(
-                record,
-                reason="Unschedulable",
-                message=message,
-                conditions=svc.merge_condition(record.status, new),
+            new = svc.condition("Scheduled", "False", "Unschedulable", message, record.generation)
+            changes.append(
+                svc.StatusChange(
+                    record,
+                    {
+                        "reason": "Unschedulable",
+                        "message": message,
+                        "conditions": svc.merge_condition(record.status, new),
+                    },
+                )
             )
+        # A change that lost a race (stale resourceVersion) is looked at again by its reconcile.
+        await asyncio.gather(*(self._writes.submit(c) for c in changes), return_exceptions=True)
+        for agent_id in decisions.admitted:
+            self.queue.add(agent_id)
 
     def _restart_delay(self, record: AgentRecord, now: datetime) -> float:
         failed_at = parse_rfc3339(record.status.failedAt) if record.status.failedAt else None
@@ -323,8 +373,7 @@ class Controller:
     async def reconcile(self, agent_id: str) -> float | None:
         """One step for `agent_id`. Returns seconds until it should be looked at again, or
         None when nothing is pending. Raises on failures worth a backoff retry."""
-        async with self.uow() as uow:
-            record = await uow.agents.by_id(agent_id)
+        record = await self._reads.submit(agent_id)
         if record is None:
             self._probe_failures.pop(agent_id, None)
             self._versions.pop(agent_id, None)
@@ -350,7 +399,7 @@ class Controller:
 
     async def _scheduled(self, record: AgentRecord) -> float | None:
         sandbox_id = f"{record.tenant}-{record.name}-{record.id[:8]}-{record.status.restartCount}"
-        await self._move(
+        starting = await self._move(
             record,
             Phase.STARTING,
             "SandboxCreating",
@@ -360,7 +409,8 @@ class Controller:
             observedGeneration=record.generation,
             sandboxHash=sandbox_hash(record.spec),
         )
-        return 0
+        self._versions[record.id] = starting.resource_version
+        return await self._starting(starting)
 
     def _runtime(self, record: AgentRecord) -> Runtime:
         try:
@@ -419,11 +469,8 @@ class Controller:
             # geometrically to periodSeconds rather than waiting a whole period at once.
             since_s = (utcnow() - started).total_seconds()
             return min(probe.period_s, max(0.05, since_s / 2))
-        if self.config.require_published:
-            async with self.uow() as uow:
-                waiting = await uow.outbox.unpublished("agent", record.id)
-            if waiting:
-                return 0.05  # the relay is moments behind; Ready waits for it (DESIGN §2)
+        if self.config.require_published and await self._unpublished.submit(record.id):
+            return 0.05  # the relay is moments behind; Ready waits for it (DESIGN §2)
         conditions = svc.merge_condition(
             record.status,
             svc.condition(
@@ -552,8 +599,8 @@ class Controller:
 
     async def remove_leaked_sandboxes(self) -> int:
         """Remove sandboxes that no agent owns (left by a crash). Returns how many."""
-        async with self.uow() as uow:
-            owned = {a.status.sandboxID for a in await uow.agents.list() if a.status.sandboxID}
+        async with self._engine.connect() as conn:
+            owned = await AgentRepository(conn).sandbox_ids()
         removed = 0
         for runtime in self.distinct_runtimes():
             for sid in await runtime.list_sandboxes():

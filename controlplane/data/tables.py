@@ -67,6 +67,12 @@ agents = Table(
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
     Column("deletion_requested_at", Time, nullable=True),
+    # Derived from spec and status on every write, so the scheduler sums reservations in SQL
+    # instead of parsing every agent (requests in millicores and bytes; node from status).
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("request_cpu_millis", BigInteger, nullable=False, server_default=text("0")),
+    Column("request_memory_bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("node", String(253), nullable=True),
     UniqueConstraint("tenant", "name"),
     Index(None, "phase"),
 )

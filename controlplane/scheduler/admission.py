@@ -9,6 +9,7 @@ hold its requests; among nodes that fit, the one with the most free memory wins 
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,10 +33,11 @@ class Node:
             and self.agents < self.max_agents
         )
 
-    def reserve(self, cpu: int, memory: int) -> None:
+    def reserve(self, cpu: int, memory: int, agents: int = 1) -> None:
+        """Take `cpu` millicores and `memory` bytes for `agents` agents (all at once)."""
         self.used_cpu_millis += cpu
         self.used_memory_bytes += memory
-        self.agents += 1
+        self.agents += agents
 
 
 @dataclass
@@ -61,8 +63,9 @@ class TenantUsage:
             return f"tenant memory quota {self.memory_quota_bytes} bytes would be exceeded"
         return None
 
-    def reserve(self, cpu: int, memory: int) -> None:
-        self.agents += 1
+    def reserve(self, cpu: int, memory: int, agents: int = 1) -> None:
+        """Count `agents` admitted agents using `cpu` millicores and `memory` bytes in all."""
+        self.agents += agents
         self.cpu_millis += cpu
         self.memory_bytes += memory
 
@@ -86,31 +89,47 @@ class Decisions:
 def schedule(
     pending: list[Pending], nodes: list[Node], tenants: dict[str, TenantUsage]
 ) -> Decisions:
-    """Decide placements for `pending`; mutates the usage in `nodes` and `tenants`."""
+    """Decide placements for `pending`; mutates the usage in `nodes` and `tenants`.
+
+    O(n log n) in the pending agents: per priority level, each tenant's agents wait in
+    creation order and a heap keyed by (admitted agents, oldest waiting) picks the next
+    tenant, which is the order of the module docstring.
+    """
     decisions = Decisions()
-    remaining = list(pending)
-    while remaining:
-        remaining.sort(
-            key=lambda p: (
-                -p.priority,
-                tenants.setdefault(p.tenant, TenantUsage()).agents,
-                p.created_at,
+    by_priority: dict[int, dict[str, list[Pending]]] = {}
+    for p in pending:
+        by_priority.setdefault(p.priority, {}).setdefault(p.tenant, []).append(p)
+    for priority in sorted(by_priority, reverse=True):
+        queues = by_priority[priority]
+        heap: list[tuple[int, datetime, str]] = []
+        for tenant, waiting in queues.items():
+            waiting.sort(key=lambda p: p.created_at, reverse=True)  # oldest last, for pop()
+            heapq.heappush(
+                heap,
+                (tenants.setdefault(tenant, TenantUsage()).agents, waiting[-1].created_at, tenant),
             )
-        )
-        p = remaining.pop(0)
-        usage = tenants.setdefault(p.tenant, TenantUsage())
-        problem = usage.violation(p.cpu_millis, p.memory_bytes)
-        if problem:
-            decisions.unschedulable[p.agent_id] = problem
-            continue
-        fitting = [n for n in nodes if n.fits(p.cpu_millis, p.memory_bytes)]
-        if not fitting:
-            decisions.unschedulable[p.agent_id] = (
-                f"no node has {p.cpu_millis}m cpu and {p.memory_bytes} bytes free"
-            )
-            continue
-        node = max(fitting, key=lambda n: (n.memory_bytes - n.used_memory_bytes, n.name))
-        node.reserve(p.cpu_millis, p.memory_bytes)
-        usage.reserve(p.cpu_millis, p.memory_bytes)
-        decisions.admitted[p.agent_id] = node.name
+        while heap:
+            _, _, tenant = heapq.heappop(heap)
+            waiting = queues[tenant]
+            p = waiting.pop()
+            _place(p, nodes, tenants[tenant], decisions)
+            if waiting:
+                heapq.heappush(heap, (tenants[tenant].agents, waiting[-1].created_at, tenant))
     return decisions
+
+
+def _place(p: Pending, nodes: list[Node], usage: TenantUsage, decisions: Decisions) -> None:
+    problem = usage.violation(p.cpu_millis, p.memory_bytes)
+    if problem:
+        decisions.unschedulable[p.agent_id] = problem
+        return
+    fitting = [n for n in nodes if n.fits(p.cpu_millis, p.memory_bytes)]
+    if not fitting:
+        decisions.unschedulable[p.agent_id] = (
+            f"no node has {p.cpu_millis}m cpu and {p.memory_bytes} bytes free"
+        )
+        return
+    node = max(fitting, key=lambda n: (n.memory_bytes - n.used_memory_bytes, n.name))
+    node.reserve(p.cpu_millis, p.memory_bytes)
+    usage.reserve(p.cpu_millis, p.memory_bytes)
+    decisions.admitted[p.agent_id] = node.name

@@ -7,14 +7,22 @@ outbox event and an audit entry commit together or not at all.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.data.repositories import AuditEntry
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.agent import AgentStatus, parse_agent
+from controlplane.domain.agent import Agent, AgentStatus, parse_agent
 from controlplane.domain.errors import AlreadyExists, Conflict, FieldError, ValidationFailed
 from controlplane.domain.events import NewEvent, parse_rfc3339, utcnow
-from controlplane.domain.lifecycle import Condition, Phase, check_transition, set_condition
+from controlplane.domain.lifecycle import (
+    Condition,
+    IllegalTransition,
+    Phase,
+    check_transition,
+    set_condition,
+)
 from controlplane.domain.records import AgentRecord
 
 AGGREGATE = "agent"
@@ -83,13 +91,7 @@ async def apply_agent(
             f"metadata.namespace {agent.metadata.namespace!r} does not match tenant {tenant!r}",
             errors=[FieldError("/metadata/namespace", f"must be {tenant!r} or absent")],
         )
-    if await uow.tenants.ensure(tenant):
-        ev = await uow.outbox.add(
-            NewEvent("tenant.created", "tenant", tenant, tenant, {"name": tenant, "quota": {}})
-        )
-        await uow.audit.record(
-            "tenant.create", f"tenants/{tenant}", tenant=tenant, event_id=ev.event_id
-        )
+    await _ensure_tenant(uow, tenant)
     name = agent.metadata.name
     existing = await uow.agents.find(tenant, name)
     if existing is not None:
@@ -140,54 +142,191 @@ async def apply_agent(
         await uow.commit()
         return ApplyResult(updated, created=False, changed=True)
 
-    agent_id = str(uuid.uuid4())
-    status = AgentStatus(
-        phase=Phase.CREATED,
-        reason="Created",
-        message="accepted",
-        runtimeClass=agent.spec.runtime.class_,
-    )
-    record = await uow.agents.add(
-        agent_id,
-        tenant,
-        name,
-        agent.metadata.labels,
-        agent.metadata.annotations,
-        agent.spec,
-        status,
-    )
-    created = await uow.outbox.add(
-        _event(
-            record,
-            "agent.created",
-            {
-                "name": name,
-                "generation": 1,
-                "spec": agent.spec.model_dump(mode="json", by_alias=True),
-            },
-        )
-    )
-    phase_event = await uow.outbox.add(
-        _event(
-            record,
-            "agent.phase_changed",
-            {
-                "name": name,
-                "from_phase": None,
-                "to_phase": Phase.CREATED,
-                "reason": "Created",
-                "message": "accepted",
-            },
-        )
-    )
-    await uow.agents.add_transition(
-        record, None, Phase.CREATED, "Created", "accepted", phase_event.event_id
-    )
-    await uow.audit.record(
-        "agent.create", f"tenants/{tenant}/agents/{name}", tenant=tenant, event_id=created.event_id
-    )
+    (record,) = await _create(uow, tenant, [agent])
     await uow.commit()
     return ApplyResult(record, created=True, changed=True)
+
+
+async def _ensure_tenant(uow: UnitOfWork, tenant: str) -> None:
+    """Create `tenant` with no quota on first use, with its event."""
+    if await uow.tenants.ensure(tenant):
+        ev = await uow.outbox.add(
+            NewEvent("tenant.created", "tenant", tenant, tenant, {"name": tenant, "quota": {}})
+        )
+        await uow.audit.record(
+            "tenant.create", f"tenants/{tenant}", tenant=tenant, event_id=ev.event_id
+        )
+
+
+async def create_agents(
+    uow: UnitOfWork, tenant: str, manifests: Sequence[dict[str, Any]]
+) -> list[AgentRecord]:
+    """Create every agent of `manifests` in `tenant`, all or none, in one round of statements
+    whatever their number (a bulk create, as `kubectl create -f DIR` but atomic). Commits.
+
+    Raises ValidationFailed (pointers are prefixed with the manifest's index, e.g.
+    `/3/spec/image`), AlreadyExists (any name taken; nothing is created).
+    """
+    parsed: list[Agent] = []
+    problems: list[FieldError] = []
+    for i, manifest in enumerate(manifests):
+        try:
+            agent = parse_agent(manifest)
+        except ValidationFailed as exc:
+            problems += [FieldError(f"/{i}{e.pointer}", e.message) for e in exc.errors]
+            continue
+        if agent.metadata.namespace not in (None, tenant):
+            problems.append(FieldError(f"/{i}/metadata/namespace", f"must be {tenant!r} or absent"))
+        parsed.append(agent)
+    if problems:
+        detail = "; ".join(f"{e.pointer}: {e.message}" for e in problems)
+        raise ValidationFailed(f"invalid Agents: {detail}", errors=problems)
+    await _ensure_tenant(uow, tenant)
+    records = await _create(uow, tenant, parsed)
+    await uow.commit()
+    return records
+
+
+async def _create(uow: UnitOfWork, tenant: str, parsed: Sequence[Agent]) -> list[AgentRecord]:
+    """Insert agents in phase Created with their events, history and audit entries."""
+    now = utcnow()
+    records = [
+        AgentRecord(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            name=agent.metadata.name,
+            labels=agent.metadata.labels,
+            annotations=agent.metadata.annotations,
+            spec=agent.spec,
+            status=AgentStatus(
+                phase=Phase.CREATED,
+                reason="Created",
+                message="accepted",
+                runtimeClass=agent.spec.runtime.class_,
+            ),
+            generation=1,
+            resource_version=1,
+            created_at=now,
+            deletion_requested_at=None,
+        )
+        for agent in parsed
+    ]
+    await uow.agents.add_many(records)
+    events: list[NewEvent] = []
+    for record in records:
+        payload = {"name": record.name, "generation": 1}
+        spec = record.spec.model_dump(mode="json", by_alias=True)
+        events.append(_event(record, "agent.created", {**payload, "spec": spec}))
+        events.append(
+            _event(
+                record,
+                "agent.phase_changed",
+                {
+                    "name": record.name,
+                    "from_phase": None,
+                    "to_phase": Phase.CREATED,
+                    "reason": "Created",
+                    "message": "accepted",
+                },
+            )
+        )
+    written = await uow.outbox.add_many(events)
+    await uow.agents.add_transitions(
+        [
+            (record, None, Phase.CREATED, "Created", "accepted", phase_event.event_id)
+            for record, phase_event in zip(records, written[1::2], strict=True)
+        ]
+    )
+    await uow.audit.record_many(
+        [
+            AuditEntry(
+                "agent.create",
+                f"tenants/{tenant}/agents/{record.name}",
+                tenant,
+                created.event_id,
+            )
+            for record, created in zip(records, written[0::2], strict=True)
+        ]
+    )
+    return records
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """New status fields for one agent. With `to_phase`, a phase transition: checked against
+    the transition table, and recorded with a history row, an `agent.phase_changed` event and
+    an audit entry. Without, a plain status write (no event)."""
+
+    record: AgentRecord
+    changes: dict[str, Any] = field(default_factory=dict)
+    to_phase: Phase | None = None
+    reason: str = ""
+    message: str = ""
+
+
+async def change_statuses(
+    uow: UnitOfWork, changes: Sequence[StatusChange]
+) -> list[AgentRecord | IllegalTransition | Conflict]:
+    """Apply `changes` in a fixed number of statements whatever their number (group commit
+    of the controller). Returns, in order, each agent as stored, or the error of a change
+    that could not apply (an illegal transition, a stale resourceVersion); those write
+    nothing and the rest still apply. Does not commit."""
+    results: list[AgentRecord | IllegalTransition | Conflict] = []
+    writes: list[tuple[int, StatusChange, AgentStatus]] = []
+    for change in changes:
+        record, update = change.record, dict(change.changes)
+        if change.to_phase is not None:
+            try:
+                check_transition(record.phase, change.to_phase)
+            except IllegalTransition as exc:
+                results.append(exc)
+                continue
+            update.update(phase=change.to_phase, reason=change.reason, message=change.message)
+        status = record.status.model_copy(update=update)
+        results.append(record)
+        if change.to_phase is not None or status != record.status:
+            writes.append((len(results) - 1, change, status))
+    saved = await uow.agents.save_statuses([(c.record, status) for _, c, status in writes])
+    moved: list[tuple[StatusChange, AgentRecord]] = []
+    for (index, change, _), outcome in zip(writes, saved, strict=True):
+        results[index] = outcome
+        if change.to_phase is not None and isinstance(outcome, AgentRecord):
+            moved.append((change, outcome))
+    events = await uow.outbox.add_many(
+        [
+            _event(
+                saved_record,
+                "agent.phase_changed",
+                {
+                    "name": saved_record.name,
+                    "from_phase": change.record.phase,
+                    "to_phase": change.to_phase,
+                    "reason": change.reason,
+                    "message": change.message,
+                },
+            )
+            for change, saved_record in moved
+        ]
+    )
+    await uow.agents.add_transitions(
+        [
+            (saved_record, c.record.phase, str(c.to_phase), c.reason, c.message, ev.event_id)
+            for (c, saved_record), ev in zip(moved, events, strict=True)
+        ]
+    )
+    await uow.audit.record_many(
+        [
+            AuditEntry(
+                "agent.transition",
+                f"tenants/{c.record.tenant}/agents/{c.record.name}",
+                c.record.tenant,
+                ev.event_id,
+                {"from": c.record.phase, "to": c.to_phase, "reason": c.reason},
+            )
+            for (c, _), ev in zip(moved, events, strict=True)
+        ]
+    )
+    return results
 
 
 async def transition(
@@ -203,41 +342,21 @@ async def transition(
 
     Raises IllegalTransition, Conflict (the record is stale). Does not commit.
     """
-    check_transition(record.phase, to_phase)
-    status = record.status.model_copy(
-        update={"phase": to_phase, "reason": reason, "message": message, **status_changes}
-    )
-    saved = await uow.agents.save(record, status=status)
-    event = await uow.outbox.add(
-        _event(
-            saved,
-            "agent.phase_changed",
-            {
-                "name": record.name,
-                "from_phase": record.phase,
-                "to_phase": to_phase,
-                "reason": reason,
-                "message": message,
-            },
-        )
-    )
-    await uow.agents.add_transition(saved, record.phase, to_phase, reason, message, event.event_id)
-    await uow.audit.record(
-        "agent.transition",
-        f"tenants/{record.tenant}/agents/{record.name}",
-        tenant=record.tenant,
-        event_id=event.event_id,
-        details={"from": record.phase, "to": to_phase, "reason": reason},
-    )
-    return saved
+    change = StatusChange(record, status_changes, to_phase, reason, message)
+    return _one(await change_statuses(uow, [change]))
 
 
 async def update_status(uow: UnitOfWork, record: AgentRecord, **changes: Any) -> AgentRecord:
-    """Change status fields without a phase change (no event). Does not commit."""
-    status = record.status.model_copy(update=changes)
-    if status == record.status:
-        return record
-    return await uow.agents.save(record, status=status)
+    """Change status fields without a phase change (no event). Raises Conflict. Does not
+    commit."""
+    return _one(await change_statuses(uow, [StatusChange(record, changes)]))
+
+
+def _one(results: list[AgentRecord | IllegalTransition | Conflict]) -> AgentRecord:
+    (result,) = results
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
