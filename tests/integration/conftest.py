@@ -146,3 +146,21 @@ def agentos_env(pg_url: str, nats_url: str) -> dict[str, str]:
 
 
 __all__ = ["NatsServer", "free_port", "service_setting", "wait_until_port_open"]
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated SQLite database (the embedded default) in the test's directory."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agentos.db'}"
+    migrate.upgrade(url)
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> AsyncEngine:
+    """Each test using it runs on real PostgreSQL and on SQLite."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_engine")
+    return request.getfixturevalue("sqlite_engine")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from controlplane.data import migrate
@@ -67,3 +67,41 @@ def test_event_schemas_stay_compatible_with_the_last_release() -> None:
     released = json.loads(SNAPSHOT.read_text())
     assert released, "the snapshot holds the released schemas"
     assert load_builtin_schemas().check_against_snapshot(released) == []
+
+
+@pytest.mark.postgres
+async def test_migration_0003_derives_scheduling_columns_for_existing_agents(pg_url: str) -> None:
+    await asyncio.to_thread(migrate.downgrade, pg_url, "0002")
+    engine = create_engine(pg_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tenants (name, quota, created_at, updated_at)"
+                " VALUES ('t', '{}', now(), now())"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO agents (id, tenant, name, spec, status, phase, created_at, updated_at)"
+                " VALUES ('a1', 't', 'old', :spec, :status, 'Ready', now(), now())"
+            ),
+            {
+                "spec": json.dumps(
+                    {
+                        "image": "busybox",
+                        "priority": 7,
+                        "resources": {"limits": {"cpu": "1500m", "memory": "1Gi"}},
+                    }
+                ),
+                "status": json.dumps({"phase": "Ready", "node": "node-3"}),
+            },
+        )
+    await asyncio.to_thread(migrate.upgrade, pg_url)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT priority, request_cpu_millis, request_memory_bytes, node FROM agents")
+            )
+        ).one()
+    await engine.dispose()
+    assert tuple(row) == (7, 1500, 2**30, "node-3"), "requests default to limits"

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.bootstrap import schema_registry
-from controlplane.data import migrate
-from controlplane.data.engine import create_engine
 from controlplane.data.tables import audit_log, outbox, tenants
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.errors import EventSchemaViolation
 from controlplane.domain.events import NewEvent
 from controlplane.service.tenants import create_tenant, set_tenant_quota
-
-
-@pytest.fixture
-async def sqlite_engine(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'uow.db'}"
-    migrate.upgrade(url)
-    engine = create_engine(url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest) -> AsyncEngine:
-    if request.param == "postgres":
-        return request.getfixturevalue("pg_engine")
-    return request.getfixturevalue("sqlite_engine")
 
 
 async def counts(engine: AsyncEngine) -> tuple[int, int, int]:
