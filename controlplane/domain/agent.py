@@ -109,7 +109,13 @@ class Readiness(Strict):
 
 
 class AgentSpec(Strict):
-    image: str = Field(min_length=1, description="OCI image reference (ignored by `process`).")
+    image: str = Field(
+        min_length=1,
+        description=(
+            "OCI image reference, or `oci-archive:/absolute/path.tar` for a local OCI archive "
+            "(containers-transports syntax); ignored by `process`."
+        ),
+    )
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
@@ -122,6 +128,13 @@ class AgentSpec(Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; handed to the agent as a JSON file."
     )
+
+    @field_validator("image")
+    @classmethod
+    def archive_path_is_absolute(cls, image: str) -> str:
+        if image.startswith("oci-archive:") and not image[len("oci-archive:") :].startswith("/"):
+            raise ValueError("an oci-archive: image needs an absolute path")
+        return image
 
     @field_validator("env")
     @classmethod

@@ -28,8 +28,14 @@ Runtime classes (`RuntimeClass`):
   probe runs *inside* the sandbox, as `wget` through a task exec (the image must have `wget`;
   busybox has).
 
-Images must already be in containerd and unpacked for the configured snapshotter
-(`ctr images import/pull --snapshotter ...`); pulling and unpacking are not done here.
+Images: either already in containerd and unpacked for the configured snapshotter (`ctr images
+import/pull --snapshotter ...`), or a local OCI archive named `oci-archive:/abs/path.tar`,
+which `create` imports through the API on first use: blobs into the content store
+(content.Write, checked against their digests), each layer unpacked (snapshots.Prepare →
+diff.Apply → snapshots.Commit under its chain ID) and an image `oci-archive:PATH@<manifest
+digest>` (images.Create). Everything imported is pinned by a lease `agentos-image-<digest>`
+that never expires, so containerd's garbage collector keeps it. Pulling from a registry is
+not done here.
 
 Errors: every failure is a `SandboxError` with a CamelCase `reason`: `RuntimeUnavailable`
 (containerd does not answer), `ImageNotFound`, `ImageNotUnpacked`, `InvalidImage`,
@@ -74,6 +80,8 @@ from controlplane.runtimes.containerd_api import containerd_containers_pb2 as co
 from controlplane.runtimes.containerd_api import containerd_containers_pb2_grpc as containers_grpc
 from controlplane.runtimes.containerd_api import containerd_content_pb2 as content_pb2
 from controlplane.runtimes.containerd_api import containerd_content_pb2_grpc as content_grpc
+from controlplane.runtimes.containerd_api import containerd_diff_pb2 as diff_pb2
+from controlplane.runtimes.containerd_api import containerd_diff_pb2_grpc as diff_grpc
 from controlplane.runtimes.containerd_api import containerd_images_pb2 as images_pb2
 from controlplane.runtimes.containerd_api import containerd_images_pb2_grpc as images_grpc
 from controlplane.runtimes.containerd_api import containerd_leases_pb2 as leases_pb2
@@ -85,6 +93,7 @@ from controlplane.runtimes.containerd_api import containerd_task_pb2 as task_pb2
 from controlplane.runtimes.containerd_api import containerd_tasks_pb2 as tasks_pb2
 from controlplane.runtimes.containerd_api import containerd_tasks_pb2_grpc as tasks_grpc
 from controlplane.runtimes.containerd_api import containerd_types_pb2 as types_pb2
+from controlplane.runtimes.oci_archive import ArchivedImage, Blob, OciArchive, archive_path
 
 # typeurl names containerd and its runc shim decode.
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
@@ -446,6 +455,7 @@ class ContainerdRuntime:
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._channel: grpc.aio.Channel | None = None
         self._http: httpx.AsyncClient | None = None
+        self._imports: dict[Path, asyncio.Lock] = {}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ContainerdRuntime:
@@ -622,6 +632,164 @@ class ContainerdRuntime:
             workdir=cfg.get("WorkingDir") or "",
         )
 
+    async def import_archive(self, path: Path) -> str:
+        """Import the OCI archive at `path` (see the module docstring); returns the image
+        name. Idempotent and cheap once done (one images.Get). Raises SandboxError
+        (InvalidImage, ContainerdError, RuntimeUnavailable)."""
+        async with self._imports.setdefault(path, asyncio.Lock()):
+            with OciArchive(path) as archive:
+                image = await asyncio.to_thread(archive.image, *_host_platform())
+                name = f"oci-archive:{path}@{image.manifest.digest}"
+                images = self._stub(images_grpc.ImagesStub)
+                try:
+                    await images.Get(
+                        images_pb2.GetImageRequest(name=name),
+                        metadata=self._md(),
+                        timeout=self.rpc_timeout_s,
+                    )
+                    return name
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.NOT_FOUND:
+                        raise _error(err, f"get image {name}") from err
+                lease = await self._image_lease(image.manifest.digest)
+                for blob in (image.config, *image.layers, image.manifest):
+                    await self._write_blob(archive, blob, lease)
+                await self._unpack(image, lease)
+                target = types_pb2.Descriptor(
+                    media_type=image.manifest.media_type,
+                    digest=image.manifest.digest,
+                    size=image.manifest.size,
+                )
+                try:
+                    await images.Create(
+                        images_pb2.CreateImageRequest(
+                            image=images_pb2.Image(name=name, target=target)
+                        ),
+                        metadata=self._md(lease),
+                        timeout=self.rpc_timeout_s,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                        raise _error(err, f"create image {name}") from err
+        return name
+
+    async def _image_lease(self, manifest_digest: str) -> str:
+        """The lease that pins an imported image's blobs and snapshots (no expiry)."""
+        lease_id = f"agentos-image-{manifest_digest.partition(':')[2][:32]}"
+        try:
+            await self._stub(leases_grpc.LeasesStub).Create(
+                leases_pb2.CreateRequest(id=lease_id),
+                metadata=self._md(),
+                timeout=self.rpc_timeout_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise _error(err, "create image lease") from err
+        return lease_id
+
+    async def _write_blob(self, archive: OciArchive, blob: Blob, lease: str) -> None:
+        """content.Write of one blob (skipped when the store has it); containerd checks the
+        size and digest at commit."""
+        stub = self._stub(content_grpc.ContentStub)
+        try:
+            await stub.Info(
+                content_pb2.InfoRequest(digest=blob.digest),
+                metadata=self._md(lease),
+                timeout=self.rpc_timeout_s,
+            )
+            return
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise _error(err, f"content info {blob.digest}") from err
+        chunks = await asyncio.to_thread(lambda: list(archive.chunks(blob.digest)))
+        ref = f"agentos-import-{blob.digest}"
+
+        def requests() -> list[content_pb2.WriteContentRequest]:
+            out, offset = [], 0
+            for chunk in chunks:
+                out.append(
+                    content_pb2.WriteContentRequest(
+                        action=content_pb2.WRITE, ref=ref, offset=offset, data=chunk
+                    )
+                )
+                offset += len(chunk)
+            out.append(
+                content_pb2.WriteContentRequest(
+                    action=content_pb2.COMMIT,
+                    ref=ref,
+                    offset=offset,
+                    total=blob.size,
+                    expected=blob.digest,
+                )
+            )
+            return out
+
+        try:
+            call = stub.Write(iter(requests()), metadata=self._md(lease), timeout=300)
+            last = None
+            async for response in call:
+                last = response
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return  # written meanwhile by someone else
+            raise _error(err, f"write blob {blob.digest}") from err
+        if last is None or last.digest != blob.digest:
+            raise SandboxError("ContainerdError", f"write of blob {blob.digest} did not commit")
+
+    async def _unpack(self, image: ArchivedImage, lease: str) -> None:
+        """Each layer applied onto its parent's snapshot and committed under its chain ID."""
+        parent = ""
+        for i, layer in enumerate(image.layers):
+            chain = chain_id(image.diff_ids[: i + 1])
+            if not await self._snapshot_exists(chain):
+                key = f"agentos-extract-{uuid.uuid4().hex[:12]}-{chain}"
+                mounts = await self._prepare_snapshot(key, parent, lease)
+                try:
+                    resp = await self._stub(diff_grpc.DiffStub).Apply(
+                        diff_pb2.ApplyRequest(
+                            diff=types_pb2.Descriptor(
+                                media_type=layer.media_type, digest=layer.digest, size=layer.size
+                            ),
+                            mounts=mounts,
+                        ),
+                        metadata=self._md(lease),
+                        timeout=300,
+                    )
+                    if resp.applied.digest != image.diff_ids[i]:
+                        raise SandboxError(
+                            "InvalidImage",
+                            f"layer {layer.digest} unpacks to {resp.applied.digest}, "
+                            f"not its diff_id {image.diff_ids[i]}",
+                        )
+                    await self._snapshots.Commit(
+                        snapshots_pb2.CommitSnapshotRequest(
+                            snapshotter=self.snapshotter, name=chain, key=key
+                        ),
+                        metadata=self._md(lease),
+                        timeout=self.rpc_timeout_s,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    await self._remove_snapshot(key)
+                    if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                        raise _error(err, f"unpack layer {layer.digest}") from err
+                except SandboxError:
+                    await self._remove_snapshot(key)
+                    raise
+            parent = chain
+
+    async def _snapshot_exists(self, key: str) -> bool:
+        try:
+            await self._snapshots.Stat(
+                snapshots_pb2.StatSnapshotRequest(snapshotter=self.snapshotter, key=key),
+                metadata=self._md(),
+                timeout=self.rpc_timeout_s,
+            )
+            return True
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise _error(err, f"stat snapshot {key}") from err
+
     async def _prepare_snapshot(self, sandbox_id: str, parent: str, lease: str) -> list[Any]:
         """An active snapshot `sandbox_id` on `parent`; its mounts (existing one: as it is)."""
         try:
@@ -694,7 +862,9 @@ class ContainerdRuntime:
         sandbox_dir = self.sandbox_dir(spec.sandbox_id)
         container = await self._get_container(spec.sandbox_id)
         if container is None:
-            image = await self._resolve_image(spec.image)
+            archive = archive_path(spec.image)
+            ref = spec.image if archive is None else await self.import_archive(archive)
+            image = await self._resolve_image(ref)
             lease = await self._create_lease(spec.sandbox_id)
             try:
                 mounts = await self._prepare_snapshot(spec.sandbox_id, image.chain_id, lease)
@@ -1040,16 +1210,19 @@ class ContainerdRuntime:
             except grpc.aio.AioRpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise _error(err, f"delete container {sandbox_id}") from err
+        await self._remove_snapshot(sandbox_id)
+        await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sandbox_id), True)
+
+    async def _remove_snapshot(self, key: str) -> None:
         try:
             await self._snapshots.Remove(
-                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=sandbox_id),
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key),
                 metadata=self._md(),
                 timeout=self.rpc_timeout_s,
             )
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise _error(err, f"remove snapshot {sandbox_id}") from err
-        await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sandbox_id), True)
+                raise _error(err, f"remove snapshot {key}") from err
 
     async def logs(self, sandbox_id: str, tail_lines: int = 100) -> str:
         """The last `tail_lines` lines of the sandbox's stdout and stderr, interleaved as

@@ -353,3 +353,85 @@ async def test_bad_requests_leave_nothing_behind(
     listed = ctr(settings, "containers", "ls", "-q").split()
     assert missing_image.sandbox_id not in listed
     assert unknown_class.sandbox_id not in listed
+
+
+@pytest.fixture
+async def fresh_namespace(settings: dict[str, str], tmp_path: Path) -> AsyncIterator[Any]:
+    """A runtime on a containerd namespace of its own (nothing imported), emptied after."""
+    namespace = f"agentos-import-{uuid.uuid4().hex[:8]}"
+    ns_settings = {**settings, "CONTAINERD_NAMESPACE": namespace}
+    rt = ContainerdRuntime.from_env({**ns_settings, "AGENTOS_SANDBOX_DIR": str(tmp_path / "sb")})
+    yield rt, ns_settings
+    for sid in await rt.list_sandboxes():
+        await rt.remove(sid)
+    await rt.close()
+    for image in ctr(ns_settings, "images", "ls", "-q").split():
+        ctr(ns_settings, "images", "rm", "--sync", image)
+    for lease in ctr(ns_settings, "leases", "ls", "-q").split():
+        ctr(ns_settings, "leases", "rm", "--sync", lease)
+    subprocess.run(
+        ["ctr", "--address", settings["CONTAINERD_ADDRESS"], "namespaces", "rm", namespace],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_an_oci_archive_is_imported_through_the_api_and_runs(
+    fresh_namespace: Any,
+) -> None:
+    rt, ns_settings = fresh_namespace
+    archive = Path(service_setting("AGENTOS_EXAMPLE_IMAGE_ARCHIVE", "containerd example image"))
+    assert ctr(ns_settings, "images", "ls", "-q").split() == []
+    port = free_port()
+    spec = SandboxSpec(
+        sandbox_id=f"it-archive-{uuid.uuid4().hex[:8]}",
+        agent_id="agent-archive",
+        tenant="acme",
+        name="archived",
+        image=f"oci-archive:{archive}",
+        runtime_class="runc",
+        env={"AGENT_PORT": str(port)},
+        probe=ProbeSpec(http_port=port, http_path="/healthz"),
+    )
+    await rt.create(spec)
+    await rt.start(spec.sandbox_id)
+    assert await eventually(lambda: rt.probe(spec.sandbox_id, spec.probe), DEADLINE_S)
+    index = json.loads(
+        subprocess.run(
+            ["tar", "xOf", str(archive), "index.json"], capture_output=True, check=True
+        ).stdout
+    )
+    manifest_digest = index["manifests"][0]["digest"]
+    name = f"oci-archive:{archive}@{manifest_digest}"
+    assert ctr(ns_settings, "images", "ls", "-q").split() == [name]
+    assert f"agentos-image-{manifest_digest[7:39]}" in ctr(ns_settings, "leases", "ls", "-q")
+    blobs_before = ctr(ns_settings, "content", "ls", "-q").split()
+    assert manifest_digest in blobs_before
+    # A second import is a lookup: same name, nothing written again.
+    assert await rt.import_archive(archive) == name
+    assert ctr(ns_settings, "content", "ls", "-q").split() == blobs_before
+
+
+async def test_a_corrupt_oci_archive_is_refused_and_leaves_no_image(
+    fresh_namespace: Any, tmp_path: Path
+) -> None:
+    rt, ns_settings = fresh_namespace
+    source = Path(service_setting("AGENTOS_EXAMPLE_IMAGE_ARCHIVE", "containerd example image"))
+    unpacked = tmp_path / "layout"
+    unpacked.mkdir()
+    subprocess.run(["tar", "xf", str(source), "-C", str(unpacked)], check=True)
+    biggest = max((unpacked / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the layer
+    biggest.write_bytes(bytes(data))
+    corrupt = tmp_path / "corrupt.tar"
+    subprocess.run(["tar", "cf", str(corrupt), "-C", str(unpacked), "."], check=True)
+    with pytest.raises(SandboxError) as caught:
+        await rt.import_archive(corrupt)
+    assert caught.value.reason == "InvalidImage"
+    assert "does not match its digest" in caught.value.message
+    assert ctr(ns_settings, "images", "ls", "-q").split() == []
+    with pytest.raises(SandboxError) as missing:
+        await rt.import_archive(tmp_path / "absent.tar")
+    assert missing.value.reason == "InvalidImage"

@@ -187,6 +187,7 @@ async def test_node_capacity_is_respected(
         (lambda m: m["spec"].update(runtime={"class": "kata"}), "/spec/runtime/class"),
         (lambda m: m["metadata"].update(name="Not_DNS"), "/metadata/name"),
         (lambda m: m["spec"].pop("image"), "/spec/image"),
+        (lambda m: m["spec"].update(image="oci-archive:images/a.tar"), "/spec/image"),
     ],
 )
 async def test_bad_manifest_is_refused_naming_the_field_and_nothing_is_created(

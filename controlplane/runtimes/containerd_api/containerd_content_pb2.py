@@ -24,17 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ontainerd_content.proto\x12\x1e\x63ontainerd.services.content.v1\"B\n\x12ReadContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\"3\n\x13ReadContentResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32|\n\x07\x43ontent\x12q\n\x04Read\x12\x32.containerd.services.content.v1.ReadContentRequest\x1a\x33.containerd.services.content.v1.ReadContentResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ontainerd_content.proto\x12\x1e\x63ontainerd.services.content.v1\"$\n\x04Info\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"B\n\x0cInfoResponse\x12\x32\n\x04info\x18\x01 \x01(\x0b\x32$.containerd.services.content.v1.Info\"\x9e\x01\n\x13WriteContentRequest\x12;\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32+.containerd.services.content.v1.WriteAction\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\x82\x01\n\x14WriteContentResponse\x12;\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32+.containerd.services.content.v1.WriteAction\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\"B\n\x12ReadContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\"3\n\x13ReadContentResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*.\n\x0bWriteAction\x12\x08\n\x04STAT\x10\x00\x12\t\n\x05WRITE\x10\x01\x12\n\n\x06\x43OMMIT\x10\x02\x32\xd7\x02\n\x07\x43ontent\x12\x61\n\x04Info\x12+.containerd.services.content.v1.InfoRequest\x1a,.containerd.services.content.v1.InfoResponse\x12q\n\x04Read\x12\x32.containerd.services.content.v1.ReadContentRequest\x1a\x33.containerd.services.content.v1.ReadContentResponse0\x01\x12v\n\x05Write\x12\x33.containerd.services.content.v1.WriteContentRequest\x1a\x34.containerd.services.content.v1.WriteContentResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'containerd_content_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_READCONTENTREQUEST']._serialized_start=60
-  _globals['_READCONTENTREQUEST']._serialized_end=126
-  _globals['_READCONTENTRESPONSE']._serialized_start=128
-  _globals['_READCONTENTRESPONSE']._serialized_end=179
-  _globals['_CONTENT']._serialized_start=181
-  _globals['_CONTENT']._serialized_end=305
+  _globals['_WRITEACTION']._serialized_start=612
+  _globals['_WRITEACTION']._serialized_end=658
+  _globals['_INFO']._serialized_start=60
+  _globals['_INFO']._serialized_end=96
+  _globals['_INFOREQUEST']._serialized_start=98
+  _globals['_INFOREQUEST']._serialized_end=127
+  _globals['_INFORESPONSE']._serialized_start=129
+  _globals['_INFORESPONSE']._serialized_end=195
+  _globals['_WRITECONTENTREQUEST']._serialized_start=198
+  _globals['_WRITECONTENTREQUEST']._serialized_end=356
+  _globals['_WRITECONTENTRESPONSE']._serialized_start=359
+  _globals['_WRITECONTENTRESPONSE']._serialized_end=489
+  _globals['_READCONTENTREQUEST']._serialized_start=491
+  _globals['_READCONTENTREQUEST']._serialized_end=557
+  _globals['_READCONTENTRESPONSE']._serialized_start=559
+  _globals['_READCONTENTRESPONSE']._serialized_end=610
+  _globals['_CONTENT']._serialized_start=661
+  _globals['_CONTENT']._serialized_end=1004
 # @@protoc_insertion_point(module_scope)

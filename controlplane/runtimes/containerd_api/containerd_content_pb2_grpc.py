@@ -34,17 +34,39 @@ class ContentStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Info = channel.unary_unary(
+                '/containerd.services.content.v1.Content/Info',
+                request_serializer=containerd__content__pb2.InfoRequest.SerializeToString,
+                response_deserializer=containerd__content__pb2.InfoResponse.FromString,
+                _registered_method=True)
         self.Read = channel.unary_stream(
                 '/containerd.services.content.v1.Content/Read',
                 request_serializer=containerd__content__pb2.ReadContentRequest.SerializeToString,
                 response_deserializer=containerd__content__pb2.ReadContentResponse.FromString,
+                _registered_method=True)
+        self.Write = channel.stream_stream(
+                '/containerd.services.content.v1.Content/Write',
+                request_serializer=containerd__content__pb2.WriteContentRequest.SerializeToString,
+                response_deserializer=containerd__content__pb2.WriteContentResponse.FromString,
                 _registered_method=True)
 
 
 class ContentServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Info(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Read(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Write(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -53,10 +75,20 @@ class ContentServicer:
 
 def add_ContentServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=containerd__content__pb2.InfoRequest.FromString,
+                    response_serializer=containerd__content__pb2.InfoResponse.SerializeToString,
+            ),
             'Read': grpc.unary_stream_rpc_method_handler(
                     servicer.Read,
                     request_deserializer=containerd__content__pb2.ReadContentRequest.FromString,
                     response_serializer=containerd__content__pb2.ReadContentResponse.SerializeToString,
+            ),
+            'Write': grpc.stream_stream_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=containerd__content__pb2.WriteContentRequest.FromString,
+                    response_serializer=containerd__content__pb2.WriteContentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -68,6 +100,33 @@ def add_ContentServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Content:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.content.v1.Content/Info',
+            containerd__content__pb2.InfoRequest.SerializeToString,
+            containerd__content__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Read(request,
@@ -86,6 +145,33 @@ class Content:
             '/containerd.services.content.v1.Content/Read',
             containerd__content__pb2.ReadContentRequest.SerializeToString,
             containerd__content__pb2.ReadContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/containerd.services.content.v1.Content/Write',
+            containerd__content__pb2.WriteContentRequest.SerializeToString,
+            containerd__content__pb2.WriteContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from . import containerd_types_pb2 as containerd__types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ontainerd_images.proto\x12\x1d\x63ontainerd.services.images.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16\x63ontainerd_types.proto\"\x94\x02\n\x05Image\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.containerd.services.images.v1.Image.LabelsEntry\x12,\n\x06target\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0fGetImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x10GetImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image2p\n\x06Images\x12\x66\n\x03Get\x12..containerd.services.images.v1.GetImageRequest\x1a/.containerd.services.images.v1.GetImageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ontainerd_images.proto\x12\x1d\x63ontainerd.services.images.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16\x63ontainerd_types.proto\"\x94\x02\n\x05Image\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.containerd.services.images.v1.Image.LabelsEntry\x12,\n\x06target\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0fGetImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x10GetImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\"I\n\x12\x43reateImageRequest\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\"J\n\x13\x43reateImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\"0\n\x12\x44\x65leteImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04sync\x18\x02 \x01(\x08\x32\xb6\x02\n\x06Images\x12\x66\n\x03Get\x12..containerd.services.images.v1.GetImageRequest\x1a/.containerd.services.images.v1.GetImageResponse\x12o\n\x06\x43reate\x12\x31.containerd.services.images.v1.CreateImageRequest\x1a\x32.containerd.services.images.v1.CreateImageResponse\x12S\n\x06\x44\x65lete\x12\x31.containerd.services.images.v1.DeleteImageRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGE_LABELSENTRY']._loaded_options = None
   _globals['_IMAGE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGE']._serialized_start=116
-  _globals['_IMAGE']._serialized_end=392
-  _globals['_IMAGE_LABELSENTRY']._serialized_start=347
-  _globals['_IMAGE_LABELSENTRY']._serialized_end=392
-  _globals['_GETIMAGEREQUEST']._serialized_start=394
-  _globals['_GETIMAGEREQUEST']._serialized_end=425
-  _globals['_GETIMAGERESPONSE']._serialized_start=427
-  _globals['_GETIMAGERESPONSE']._serialized_end=498
-  _globals['_IMAGES']._serialized_start=500
-  _globals['_IMAGES']._serialized_end=612
+  _globals['_IMAGE']._serialized_start=145
+  _globals['_IMAGE']._serialized_end=421
+  _globals['_IMAGE_LABELSENTRY']._serialized_start=376
+  _globals['_IMAGE_LABELSENTRY']._serialized_end=421
+  _globals['_GETIMAGEREQUEST']._serialized_start=423
+  _globals['_GETIMAGEREQUEST']._serialized_end=454
+  _globals['_GETIMAGERESPONSE']._serialized_start=456
+  _globals['_GETIMAGERESPONSE']._serialized_end=527
+  _globals['_CREATEIMAGEREQUEST']._serialized_start=529
+  _globals['_CREATEIMAGEREQUEST']._serialized_end=602
+  _globals['_CREATEIMAGERESPONSE']._serialized_start=604
+  _globals['_CREATEIMAGERESPONSE']._serialized_end=678
+  _globals['_DELETEIMAGEREQUEST']._serialized_start=680
+  _globals['_DELETEIMAGEREQUEST']._serialized_end=728
+  _globals['_IMAGES']._serialized_start=731
+  _globals['_IMAGES']._serialized_end=1041
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from . import containerd_images_pb2 as containerd__images__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -39,12 +40,34 @@ class ImagesStub:
                 request_serializer=containerd__images__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=containerd__images__pb2.GetImageResponse.FromString,
                 _registered_method=True)
+        self.Create = channel.unary_unary(
+                '/containerd.services.images.v1.Images/Create',
+                request_serializer=containerd__images__pb2.CreateImageRequest.SerializeToString,
+                response_deserializer=containerd__images__pb2.CreateImageResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/containerd.services.images.v1.Images/Delete',
+                request_serializer=containerd__images__pb2.DeleteImageRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ImagesServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +80,16 @@ def add_ImagesServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=containerd__images__pb2.GetImageRequest.FromString,
                     response_serializer=containerd__images__pb2.GetImageResponse.SerializeToString,
+            ),
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=containerd__images__pb2.CreateImageRequest.FromString,
+                    response_serializer=containerd__images__pb2.CreateImageResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=containerd__images__pb2.DeleteImageRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +119,60 @@ class Images:
             '/containerd.services.images.v1.Images/Get',
             containerd__images__pb2.GetImageRequest.SerializeToString,
             containerd__images__pb2.GetImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.images.v1.Images/Create',
+            containerd__images__pb2.CreateImageRequest.SerializeToString,
+            containerd__images__pb2.CreateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.images.v1.Images/Delete',
+            containerd__images__pb2.DeleteImageRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

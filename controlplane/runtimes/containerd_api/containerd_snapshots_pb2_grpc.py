@@ -55,6 +55,11 @@ class SnapshotsStub:
                 request_serializer=containerd__snapshots__pb2.StatSnapshotRequest.SerializeToString,
                 response_deserializer=containerd__snapshots__pb2.StatSnapshotResponse.FromString,
                 _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/containerd.services.snapshots.v1.Snapshots/Commit',
+                request_serializer=containerd__snapshots__pb2.CommitSnapshotRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class SnapshotsServicer:
@@ -84,6 +89,12 @@ class SnapshotsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Commit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SnapshotsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +117,11 @@ def add_SnapshotsServicer_to_server(servicer, server):
                     servicer.Stat,
                     request_deserializer=containerd__snapshots__pb2.StatSnapshotRequest.FromString,
                     response_serializer=containerd__snapshots__pb2.StatSnapshotResponse.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=containerd__snapshots__pb2.CommitSnapshotRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +232,33 @@ class Snapshots:
             '/containerd.services.snapshots.v1.Snapshots/Stat',
             containerd__snapshots__pb2.StatSnapshotRequest.SerializeToString,
             containerd__snapshots__pb2.StatSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.snapshots.v1.Snapshots/Commit',
+            containerd__snapshots__pb2.CommitSnapshotRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
