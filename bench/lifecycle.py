@@ -751,7 +751,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=10, help="start samples per runtime class")
     p.add_argument("--warmup", type=int, default=1, help="uncounted samples first, each side")
     p.add_argument("--scale-agents", type=int, default=200, help="0 skips the scale figure")
-    p.add_argument("--workers", type=int, default=4, help="controller workers (serve's default)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=ControllerConfig().workers,
+        help="controller workers (serve's default)",
+    )
     p.add_argument(
         "--probe-period-s", type=float, default=1.0, help="readiness periodSeconds (API default)"
     )

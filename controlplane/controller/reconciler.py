@@ -465,10 +465,11 @@ class Controller:
             )
         probe = probe_spec(record.spec)
         if probe is not None and not await runtime.probe(sandbox_id, probe):
-            # A just-started agent is usually moments from answering: retry soon, backing off
-            # geometrically to periodSeconds rather than waiting a whole period at once.
+            # A just-started agent is usually moments from answering: retry soon (10 ms, as
+            # often as `bench.lifecycle` polls a bare container), backing off geometrically to
+            # periodSeconds rather than waiting a whole period at once.
             since_s = (utcnow() - started).total_seconds()
-            return min(probe.period_s, max(0.05, since_s / 2))
+            return min(probe.period_s, max(0.01, since_s / 2))
         if self.config.require_published and await self._unpublished.submit(record.id):
             return 0.05  # the relay is moments behind; Ready waits for it (DESIGN §2)
         conditions = svc.merge_condition(
