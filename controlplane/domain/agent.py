@@ -92,6 +92,19 @@ class HeartbeatAction(Strict):
 
 
 class Readiness(Strict):
+    # The model validator below, as the CRD's CEL rule (Kubernetes validation rules).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.exec), has(self.httpGet), has(self.heartbeat)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "exactly one of exec, httpGet, heartbeat is required",
+                }
+            ]
+        }
+    )
+
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     heartbeat: HeartbeatAction | None = None
@@ -115,10 +128,22 @@ class AgentSpec(Strict):
             "OCI image reference, or `oci-archive:/absolute/path.tar` for a local OCI archive "
             "(containers-transports syntax); ignored by `process`."
         ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!self.startsWith('oci-archive:') || self.startsWith('oci-archive:/')",
+                    "message": "an oci-archive: image needs an absolute path",
+                }
+            ]
+        },
     )
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
-    env: list[EnvVar] = Field(default_factory=list)
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        # Names are unique (unique_env below); in the CRD, a list-map keyed by name.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     resources: Resources = Field(default_factory=Resources)
     restartPolicy: RestartPolicy = RestartPolicy.ALWAYS
