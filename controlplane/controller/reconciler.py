@@ -39,6 +39,7 @@ from controlplane.domain.lifecycle import (
 )
 from controlplane.domain.quantity import cpu_millis, memory_bytes
 from controlplane.domain.records import AgentRecord
+from controlplane.observability import metrics as obs
 from controlplane.outbox.schema_registry import SchemaRegistry
 from controlplane.runtimes.base import (
     ProbeSpec,
@@ -145,6 +146,7 @@ class Controller:
         async with self.uow() as uow:
             moved = await svc.transition(uow, record, to_phase, reason, message, **changes)
             await uow.commit()
+        obs.observe_transition(record, moved)
         return moved
 
     async def _set_status(self, record: AgentRecord, **changes: Any) -> AgentRecord:
@@ -184,7 +186,8 @@ class Controller:
         while not stop.is_set():
             key = await self.queue.get()
             try:
-                requeue_after = await self.reconcile(key)
+                with obs.observe_reconcile(key):
+                    requeue_after = await self.reconcile(key)
             except (Conflict, IllegalTransition) as exc:
                 # Someone else moved the agent first: look again at the fresh state.
                 log.debug("reconcile raced", agent_id=key, error=str(exc))

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from controlplane.data.tables import aggregate_sequences, audit_log, outbox, tenants
 from controlplane.domain.errors import AlreadyExists, TenantNotFound
 from controlplane.domain.events import EventEnvelope, NewEvent, OutboxState, utcnow
+from controlplane.observability import tracing
 from controlplane.outbox.schema_registry import SchemaRegistry
 
 
@@ -122,13 +123,14 @@ class OutboxWriter:
             UnknownEventType, EventSchemaViolation: from the SchemaRegistry; nothing written.
         """
         self._registry.validate(event.event_type, event.schema_version, event.payload)
+        traceparent = traceparent or tracing.current_traceparent()  # the relay continues it
         sequence = await self._next_sequence(event.aggregate_type, event.aggregate_id)
         envelope = EventEnvelope(
             event_id=event.event_id,
             event_type=event.event_type,
             schema_version=event.schema_version,
             occurred_at=event.occurred_at,
-            trace_id=event.trace_id,
+            trace_id=event.trace_id or tracing.current_trace_id(),
             agent_id=event.agent_id,
             tenant_id=event.tenant_id,
             aggregate_type=event.aggregate_type,

@@ -16,6 +16,7 @@ from controlplane.domain.errors import AlreadyExists, Conflict, FieldError, Vali
 from controlplane.domain.events import NewEvent, parse_rfc3339, utcnow
 from controlplane.domain.lifecycle import Condition, Phase, check_transition, set_condition
 from controlplane.domain.records import AgentRecord
+from controlplane.observability.tracing import traced
 
 AGGREGATE = "agent"
 
@@ -63,6 +64,7 @@ def merge_condition(status: AgentStatus, new: dict[str, Any]) -> list[dict[str, 
     return [c.to_dict() for c in merged]
 
 
+@traced("service.apply_agent")
 async def apply_agent(
     uow: UnitOfWork,
     tenant: str,
@@ -190,6 +192,7 @@ async def apply_agent(
     return ApplyResult(record, created=True, changed=True)
 
 
+@traced("service.transition")
 async def transition(
     uow: UnitOfWork,
     record: AgentRecord,
@@ -240,6 +243,7 @@ async def update_status(uow: UnitOfWork, record: AgentRecord, **changes: Any) ->
     return await uow.agents.save(record, status=status)
 
 
+@traced("service.delete_agent")
 async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
     """Request deletion: the agent goes to Terminating; the controller removes its sandbox
     and then the record (finalizer semantics). Raises NotFound."""
@@ -255,6 +259,7 @@ async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
     return saved
 
 
+@traced("service.finalize_deletion")
 async def finalize_deletion(uow: UnitOfWork, record: AgentRecord) -> None:
     """The sandbox is gone: write `agent.deleted` and remove the record. Commits."""
     event = await uow.outbox.add(_event(record, "agent.deleted", {"name": record.name}))
