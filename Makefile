@@ -18,7 +18,9 @@ bootstrap: ## Install uv and the Python environment (.venv) from uv.lock
 run: bootstrap ## Agent OS on embedded defaults (SQLite, no NATS) + the example agents, at :8080
 	UV=$(UV) hack/run.sh
 
-up: bootstrap services ## The full local stack: real services + Agent OS on PostgreSQL and NATS
+up: bootstrap services ## The full local stack: real services, Prometheus + Agent OS on PostgreSQL and NATS
+	@set -a; . .services/env; set +a; \
+	  echo "Prometheus (rules of deploy/prometheus loaded, scraping serve on :$${AGENTOS_PORT:-8080}): $$AGENTOS_PROMETHEUS_URL"
 	set -a; . .services/env; set +a; $(UV) run --frozen agentos serve
 
 services: ## Install (when missing) and start the real services; settings in .services/env

@@ -15,6 +15,7 @@ from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.outbox.relay import RelayConfig
 from controlplane.outbox.schema_registry import SchemaRegistry, load_builtin_schemas
 from controlplane.runtimes.base import Runtime
+from controlplane.runtimes.instrumented import instrument
 from controlplane.runtimes.process import ProcessRuntime
 from controlplane.runtimes.simulated import SimulatedRuntime
 from controlplane.scheduler.admission import Node
@@ -46,7 +47,11 @@ class Container:
             self.controller.want_schedule()
 
     def runtimes(self) -> dict[str, Runtime]:
-        """Runtime backends by runtime class, from AGENTOS_RUNTIME (DESIGN §5)."""
+        """Runtime backends by runtime class, from AGENTOS_RUNTIME (DESIGN §5), each wrapped
+        in InstrumentedRuntime (metrics and spans per operation)."""
+        return instrument(self._backends())
+
+    def _backends(self) -> dict[str, Runtime]:
         s = self.settings
         process = ProcessRuntime(s.state_dir / "process")
         if s.runtime == "simulated":

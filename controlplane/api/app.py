@@ -11,8 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controlplane import __version__
 from controlplane.api import agents, tenants
 from controlplane.api.errors import agentos_error_handler, request_validation_handler
+from controlplane.api.request_metrics import RequestMetricsMiddleware
 from controlplane.domain.errors import AgentOSError
 from controlplane.domain.lifecycle import IllegalTransition
+
+# Every metric of the process is on /metrics from the start, even before its first use.
+from controlplane.observability import metrics as _metrics  # noqa: F401
+from controlplane.outbox import metrics as _outbox_metrics  # noqa: F401
 
 
 def create_app(container: Any) -> FastAPI:
@@ -30,6 +35,9 @@ def create_app(container: Any) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
+    # Added last, so it is the outermost: it times and counts everything below, errors too.
+    app.add_middleware(RequestMetricsMiddleware)
+
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -42,7 +50,8 @@ def create_app(container: Any) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
-        """Prometheus text exposition of this process's metrics."""
+        """Prometheus text exposition of this process's metrics: API, controller, runtimes,
+        agents, and the relay's when it runs in this process (`agentos serve`)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(agents.router)

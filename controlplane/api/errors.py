@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from controlplane.domain.errors import AgentOSError
 from controlplane.domain.lifecycle import IllegalTransition
+from controlplane.observability.tracing import current_trace_id
 
 PROBLEM = "application/problem+json"
 
@@ -44,7 +45,7 @@ def problem(
         "detail": detail,
         "instance": instance,
         "code": code,
-        "trace_id": None,
+        "trace_id": current_trace_id(),
     }
     if errors:
         body["errors"] = errors

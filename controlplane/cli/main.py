@@ -60,7 +60,9 @@ def serve(
     """Run the API, controller and relay in one process on embedded defaults.
 
     The database is migrated to the latest schema first. The relay runs only when
-    AGENTOS_NATS_URL is set; otherwise events stay in the outbox.
+    AGENTOS_NATS_URL is set; otherwise events stay in the outbox. `/metrics` shows every
+    metric of the process (API, controller, runtimes, agents, relay); traces go to
+    OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
     """
     import asyncio
 
@@ -71,10 +73,13 @@ def serve(
     from controlplane.cli.outbox import run_relay
     from controlplane.config import get_settings
     from controlplane.data import migrate
+    from controlplane.observability.inventory import run_inventory
     from controlplane.observability.logging import configure_logging
+    from controlplane.observability.tracing import configure_tracing
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("agentos")
     migrate.upgrade(settings.database_url)
 
     async def main() -> None:
@@ -90,7 +95,11 @@ def serve(
                 access_log=False,
             )
         )
-        tasks = [asyncio.create_task(server.serve()), asyncio.create_task(controller.run(stop))]
+        tasks = [
+            asyncio.create_task(server.serve()),
+            asyncio.create_task(controller.run(stop)),
+            asyncio.create_task(run_inventory(container.engine, stop)),
+        ]
         if settings.nats_url:
             tasks.append(asyncio.create_task(run_relay(container, stop)))
         else:

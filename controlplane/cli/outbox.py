@@ -150,9 +150,11 @@ def relay() -> None:
     from controlplane.bootstrap import stop_on_signals
     from controlplane.config import get_settings
     from controlplane.observability.logging import configure_logging
+    from controlplane.observability.tracing import configure_tracing
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("agentos-relay")
     if not settings.nats_url:
         typer.echo("error: AGENTOS_NATS_URL is not set; the relay has nowhere to publish", err=True)
         raise typer.Exit(2)

@@ -9,6 +9,7 @@ one transaction for many writes. A caller still sees its own result or its own e
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -39,7 +40,9 @@ class Batcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._drainer is None:
-            self._drainer = asyncio.create_task(self._drain())
+            # In a context of its own: a batch serves many callers, so it must not run in (and
+            # stamp its writes with the trace of) whichever caller happened to start it.
+            self._drainer = asyncio.create_task(self._drain(), context=contextvars.Context())
         return await future
 
     async def _drain(self) -> None:

@@ -42,6 +42,7 @@ from controlplane.domain.lifecycle import (
 )
 from controlplane.domain.quantity import cpu_millis, memory_bytes
 from controlplane.domain.records import AgentRecord
+from controlplane.observability import metrics as obs
 from controlplane.outbox.schema_registry import SchemaRegistry
 from controlplane.runtimes.base import (
     ProbeSpec,
@@ -170,9 +171,11 @@ class Controller:
     ) -> AgentRecord:
         """One phase transition (see service.agents.change_statuses); concurrent ones commit
         together. Raises Conflict, IllegalTransition."""
-        return await self._writes.submit(
+        moved = await self._writes.submit(
             svc.StatusChange(record, changes, to_phase, reason, message)
         )
+        obs.observe_transition(record, moved)
+        return moved
 
     async def _set_status(self, record: AgentRecord, **changes: Any) -> AgentRecord:
         """Status fields without a phase change; batched like `_move`. Raises Conflict."""
@@ -210,7 +213,8 @@ class Controller:
         while not stop.is_set():
             key = await self.queue.get()
             try:
-                requeue_after = await self.reconcile(key)
+                with obs.observe_reconcile(key):
+                    requeue_after = await self.reconcile(key)
             except (Conflict, IllegalTransition) as exc:
                 # Someone else moved the agent first: look again at the fresh state.
                 log.debug("reconcile raced", agent_id=key, error=str(exc))

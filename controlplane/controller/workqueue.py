@@ -4,15 +4,26 @@
   again when `done` is called (so no change is lost and no item runs twice at once).
 - `add_after` delays an add (requeue-after); the earliest pending delay wins.
 - `RateLimiter` gives per-item exponential backoff for failures, forgotten on success.
+
+Like client-go's, the queue reports its depth, adds and queueing time as metrics
+(`agentos_workqueue_*{name}`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+
+from controlplane.observability import metrics
 
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "agents") -> None:
+        self.name = name
+        self._depth = metrics.WORKQUEUE_DEPTH.labels(name)
+        self._adds = metrics.WORKQUEUE_ADDS.labels(name)
+        self._waited = metrics.WORKQUEUE_QUEUE_DURATION.labels(name)
+        self._added_at: dict[str, float] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._processing: set[str] = set()
@@ -26,7 +37,10 @@ class WorkQueue:
         if key in self._queued:
             return
         self._queued.add(key)
+        self._added_at[key] = time.monotonic()
         self._queue.put_nowait(key)
+        self._adds.inc()
+        self._depth.inc()
 
     def add_after(self, key: str, delay_s: float) -> None:
         if delay_s <= 0:
@@ -48,6 +62,8 @@ class WorkQueue:
     async def get(self) -> str:
         key = await self._queue.get()
         self._queued.discard(key)
+        self._depth.dec()
+        self._waited.observe(time.monotonic() - self._added_at.pop(key, time.monotonic()))
         self._processing.add(key)
         return key
 
@@ -61,6 +77,10 @@ class WorkQueue:
         return len(self._queued)
 
     def shutdown(self) -> None:
+        while not self._queue.empty():  # what is left is no longer waiting
+            self._queued.discard(self._queue.get_nowait())
+            self._depth.dec()
+        self._added_at.clear()
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()

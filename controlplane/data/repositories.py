@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from controlplane.data.tables import aggregate_sequences, audit_log, outbox, tenants
 from controlplane.domain.errors import AlreadyExists, TenantNotFound
 from controlplane.domain.events import EventEnvelope, NewEvent, OutboxState, utcnow
+from controlplane.observability import tracing
 from controlplane.outbox.schema_registry import SchemaRegistry
 
 
@@ -147,6 +148,8 @@ class OutboxWriter:
             self._registry.validate(event.event_type, event.schema_version, event.payload)
         if not events:
             return []
+        traceparent = traceparent or tracing.current_traceparent()  # the relay continues it
+        trace_id = tracing.current_trace_id()
         counts: dict[tuple[str, str], int] = {}
         for event in events:
             key = (event.aggregate_type, event.aggregate_id)
@@ -164,7 +167,7 @@ class OutboxWriter:
                     event_type=event.event_type,
                     schema_version=event.schema_version,
                     occurred_at=event.occurred_at,
-                    trace_id=event.trace_id,
+                    trace_id=event.trace_id or trace_id,
                     agent_id=event.agent_id,
                     tenant_id=event.tenant_id,
                     aggregate_type=event.aggregate_type,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.agents import AgentRepository
 from controlplane.data.repositories import AuditRepository, OutboxWriter, TenantRepository
+from controlplane.observability import tracing
 from controlplane.outbox.schema_registry import SchemaRegistry
 
 OUTBOX_CHANNEL = "agentos_outbox"
@@ -46,6 +47,11 @@ class UnitOfWork:
         self.agents = AgentRepository(self.connection)
         self.outbox = OutboxWriter(self.connection, self._registry)
         self.audit = AuditRepository(self.connection, self.principal)
+        # A span per unit: the service's span and the outbox rows' traceparent sit below it.
+        self._span = tracing.tracer().start_as_current_span(
+            "uow", attributes={"principal": self.principal}
+        )
+        self._span.__enter__()
         return self
 
     async def commit(self) -> None:
@@ -70,3 +76,4 @@ class UnitOfWork:
                 await self.connection.rollback()
         finally:
             await self.connection.close()
+            self._span.__exit__(exc_type, exc, tb)

@@ -24,10 +24,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.outbox_store import OutboxStore
 from controlplane.domain.events import EventEnvelope, parse_rfc3339, utcnow
+from controlplane.observability import tracing
 from controlplane.outbox import metrics
 from controlplane.outbox.jetstream import (
     EVENTS_STREAM,
@@ -105,7 +108,23 @@ class EventConsumer:
         )
 
     async def _handle(self, msg: Msg) -> None:
+        # Parented on the publish span named by the message's traceparent header.
+        with tracing.tracer().start_as_current_span(
+            f"process {EVENTS_STREAM}",
+            context=tracing.extract(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.name,
+            },
+        ):
+            await self._handle_traced(msg)
+
+    async def _handle_traced(self, msg: Msg) -> None:
         envelope = decode(msg.data)
+        trace.get_current_span().set_attribute("messaging.message.id", envelope.event_id)
         try:
             async with self._engine.begin() as conn:
                 first_time = await OutboxStore.record_delivery(conn, self.name, envelope.event_id)

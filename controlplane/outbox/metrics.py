@@ -37,6 +37,8 @@ PUBLISH_DUPLICATES = Counter(
 DEAD_LETTERS = Counter(
     "agentos_outbox_dead_letters_total", "Events moved to the dead-letter set.", ["source"]
 )
+for _source in ("relay", "consumer"):
+    DEAD_LETTERS.labels(_source)  # from 0, so rate() sees the first dead letter (SLO)
 CONSUMER_ACK_LATENCY = Histogram(
     "agentos_consumer_ack_latency_seconds",
     "Time from an event's occurrence to its acknowledgement by a consumer.",

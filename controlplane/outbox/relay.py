@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -45,6 +46,7 @@ from controlplane.data.outbox_store import (
 )
 from controlplane.data.unit_of_work import OUTBOX_CHANNEL
 from controlplane.domain.events import utcnow
+from controlplane.observability import tracing
 from controlplane.outbox import metrics
 from controlplane.outbox.jetstream import (
     EVENTS_STREAM,
@@ -162,9 +164,26 @@ class Relay:
         return published, failed, dead
 
     async def _publish_one(self, row: OutboxRow) -> Published | str:
-        headers = {"Agentos-Event-Type": row.envelope.event_type}
-        if row.traceparent:
-            headers["traceparent"] = row.traceparent
+        # The publish span continues the trace stored with the row (the request or reconcile
+        # that wrote the event); the message carries the publish span's own traceparent.
+        with tracing.tracer().start_as_current_span(
+            f"publish {EVENTS_STREAM}",
+            context=tracing.context_from_traceparent(row.traceparent),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": event_subject(row.envelope),
+                "messaging.message.id": row.envelope.event_id,
+            },
+        ) as span:
+            outcome = await self._publish_traced(row)
+            if not isinstance(outcome, Published):
+                span.set_status(StatusCode.ERROR, outcome)
+            return outcome
+
+    async def _publish_traced(self, row: OutboxRow) -> Published | str:
+        headers = tracing.inject({"Agentos-Event-Type": row.envelope.event_type})
         metrics.PUBLISH_ATTEMPTS.inc()
         started = time.perf_counter()
         try:

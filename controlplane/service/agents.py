@@ -24,6 +24,7 @@ from controlplane.domain.lifecycle import (
     set_condition,
 )
 from controlplane.domain.records import AgentRecord
+from controlplane.observability.tracing import traced
 
 AGGREGATE = "agent"
 
@@ -71,6 +72,7 @@ def merge_condition(status: AgentStatus, new: dict[str, Any]) -> list[dict[str, 
     return [c.to_dict() for c in merged]
 
 
+@traced("service.apply_agent")
 async def apply_agent(
     uow: UnitOfWork,
     tenant: str,
@@ -158,6 +160,7 @@ async def _ensure_tenant(uow: UnitOfWork, tenant: str) -> None:
         )
 
 
+@traced("service.create_agents")
 async def create_agents(
     uow: UnitOfWork, tenant: str, manifests: Sequence[dict[str, Any]]
 ) -> list[AgentRecord]:
@@ -264,6 +267,7 @@ class StatusChange:
     message: str = ""
 
 
+@traced("service.change_statuses")
 async def change_statuses(
     uow: UnitOfWork, changes: Sequence[StatusChange]
 ) -> list[AgentRecord | IllegalTransition | Conflict]:
@@ -329,6 +333,7 @@ async def change_statuses(
     return results
 
 
+@traced("service.transition")
 async def transition(
     uow: UnitOfWork,
     record: AgentRecord,
@@ -359,6 +364,7 @@ def _one(results: list[AgentRecord | IllegalTransition | Conflict]) -> AgentReco
     return result
 
 
+@traced("service.delete_agent")
 async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
     """Request deletion: the agent goes to Terminating; the controller removes its sandbox
     and then the record (finalizer semantics). Raises NotFound."""
@@ -374,6 +380,7 @@ async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
     return saved
 
 
+@traced("service.finalize_deletion")
 async def finalize_deletion(uow: UnitOfWork, record: AgentRecord) -> None:
     """The sandbox is gone: write `agent.deleted` and remove the record. Commits."""
     event = await uow.outbox.add(_event(record, "agent.deleted", {"name": record.name}))

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from controlplane.data.repositories import TenantRecord
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events import NewEvent
+from controlplane.observability.tracing import traced
 
 
+@traced("service.create_tenant")
 async def create_tenant(
     uow: UnitOfWork, name: str, quota: Mapping[str, int] | None = None
 ) -> TenantRecord:
@@ -28,6 +30,7 @@ async def create_tenant(
     return record
 
 
+@traced("service.set_tenant_quota")
 async def set_tenant_quota(uow: UnitOfWork, name: str, quota: Mapping[str, int]) -> TenantRecord:
     """Replace the quota of tenant `name`; emits `tenant.quota_changed`. Raises NotFound."""
     record = await uow.tenants.set_quota(name, quota)
