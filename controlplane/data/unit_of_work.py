@@ -13,7 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.agents import AgentRepository
+from controlplane.data.idempotency import IdempotencyRepository
 from controlplane.data.repositories import AuditRepository, OutboxWriter, TenantRepository
+from controlplane.data.tokens import TokenRepository
 from controlplane.outbox.schema_registry import SchemaRegistry
 
 OUTBOX_CHANNEL = "agentos_outbox"
@@ -29,6 +31,8 @@ class UnitOfWork:
     agents: AgentRepository
     outbox: OutboxWriter
     audit: AuditRepository
+    tokens: TokenRepository
+    idempotency: IdempotencyRepository
     connection: AsyncConnection
 
     def __init__(
@@ -46,6 +50,8 @@ class UnitOfWork:
         self.agents = AgentRepository(self.connection)
         self.outbox = OutboxWriter(self.connection, self._registry)
         self.audit = AuditRepository(self.connection, self.principal)
+        self.tokens = TokenRepository(self.connection)
+        self.idempotency = IdempotencyRepository(self.connection)
         return self
 
     async def commit(self) -> None:
@@ -69,4 +75,5 @@ class UnitOfWork:
             if not self._committed:
                 await self.connection.rollback()
         finally:
+            self.idempotency.release()
             await self.connection.close()

@@ -24,6 +24,9 @@ from controlplane.domain.lifecycle import (
     set_condition,
 )
 from controlplane.domain.records import AgentRecord
+from controlplane.service.idempotency import IdempotencyRequest
+from controlplane.service.idempotency import begin as idempotency_begin
+from controlplane.service.idempotency import remember as idempotency_remember
 
 AGGREGATE = "agent"
 
@@ -80,11 +83,62 @@ async def apply_agent(
     expected_resource_version: str | None = None,
 ) -> ApplyResult:
     """Create the agent of `manifest` in `tenant`, or update its spec (generation + 1).
+    Commits.
 
     The tenant is created on first use. Raises ValidationFailed (bad manifest, or a
     namespace that differs from `tenant`), AlreadyExists (`create_only` and it exists),
-    Conflict (stale `expected_resource_version`).
+    Conflict (stale `expected_resource_version`, or the agent is being deleted).
     """
+    result = await _apply(uow, tenant, manifest, create_only, expected_resource_version)
+    await uow.commit()
+    return result
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """The response of a create: the agent as a manifest, its id, and whether it is the
+    replay of an earlier request with the same idempotency key (then `agent_id` is None:
+    nothing changed)."""
+
+    body: dict[str, Any]
+    agent_id: str | None
+    replayed: bool
+
+
+async def create_agent(
+    uow: UnitOfWork,
+    tenant: str,
+    manifest: dict[str, Any],
+    *,
+    idempotency: IdempotencyRequest | None = None,
+) -> CreateResult:
+    """Create an agent (never update). With `idempotency`, the first response to the key is
+    stored in this UnitOfWork and replayed to a repeated request (see service.idempotency).
+    Commits.
+
+    Raises as `apply_agent` with `create_only`, and IdempotencyKeyInUse,
+    IdempotencyKeyReused.
+    """
+    if idempotency is not None:
+        stored = await idempotency_begin(uow, idempotency)
+        if stored is not None:
+            await uow.commit()
+            return CreateResult(stored.body, None, replayed=True)
+    result = await _apply(uow, tenant, manifest, True, None)
+    body = result.agent.to_manifest()
+    if idempotency is not None:
+        await idempotency_remember(uow, idempotency, 201, body)
+    await uow.commit()
+    return CreateResult(body, result.agent.id, replayed=False)
+
+
+async def _apply(
+    uow: UnitOfWork,
+    tenant: str,
+    manifest: dict[str, Any],
+    create_only: bool,
+    expected_resource_version: str | None,
+) -> ApplyResult:
     agent = parse_agent(manifest)
     if agent.metadata.namespace not in (None, tenant):
         raise ValidationFailed(
@@ -112,7 +166,6 @@ async def apply_agent(
             agent.metadata.annotations,
         )
         if same_spec and same_meta:
-            await uow.commit()
             return ApplyResult(existing, created=False, changed=False)
         updated = await uow.agents.save(
             existing,
@@ -139,11 +192,9 @@ async def apply_agent(
             event_id=event.event_id,
             details={"generation": updated.generation},
         )
-        await uow.commit()
         return ApplyResult(updated, created=False, changed=True)
 
     (record,) = await _create(uow, tenant, [agent])
-    await uow.commit()
     return ApplyResult(record, created=True, changed=True)
 
 
@@ -359,10 +410,20 @@ def _one(results: list[AgentRecord | IllegalTransition | Conflict]) -> AgentReco
     return result
 
 
-async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
+async def delete_agent(
+    uow: UnitOfWork, tenant: str, name: str, *, expected_resource_version: str | None = None
+) -> AgentRecord:
     """Request deletion: the agent goes to Terminating; the controller removes its sandbox
-    and then the record (finalizer semantics). Raises NotFound."""
+    and then the record (finalizer semantics). Raises AgentNotFound, Conflict (stale
+    `expected_resource_version`)."""
     record = await uow.agents.get(tenant, name)
+    if expected_resource_version is not None and expected_resource_version != str(
+        record.resource_version
+    ):
+        raise Conflict(
+            f"agent {name!r} is at resourceVersion {record.resource_version}, "
+            f"not {expected_resource_version}"
+        )
     if record.phase is Phase.TERMINATING:
         await uow.commit()
         return record

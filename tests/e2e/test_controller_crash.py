@@ -96,7 +96,17 @@ def test_controller_killed_while_agents_start_recovers_without_leaks(
         "AGENTOS_PORT": str(port),
         "AGENTOS_API_URL": f"http://127.0.0.1:{port}",
         "AGENTOS_STATE_DIR": str(state),
+        "AGENTOS_GRPC_PORT": str(free_port()),
     }
+    env["AGENTOS_TOKEN"] = subprocess.run(
+        [*CLI, "token", "create", "--principal", "e2e", "--platform-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
     folder = tmp_path / "manifests"
     folder.mkdir()
     names = [f"agent-{i}" for i in range(4)]
