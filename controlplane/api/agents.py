@@ -6,7 +6,6 @@ Every route here is behind `tenant_access` (viewer reads, editor writes): see se
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -21,7 +20,7 @@ from controlplane.data.tables import outbox
 from controlplane.data.watch import OutboxFeed
 from controlplane.domain.access import Principal, Role
 from controlplane.domain.agent import DNS1123_LABEL
-from controlplane.domain.errors import BadRequest, FieldError, ValidationFailed
+from controlplane.domain.errors import BadRequest, FieldError
 from controlplane.domain.events import rfc3339
 from controlplane.domain.selectors import parse_selector
 from controlplane.service import agents as svc
@@ -44,7 +43,8 @@ _AGENT_BODY = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Agent"}}},
     }
 }
-_IDEMPOTENCY_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')
+# A Structured Field string (RFC 8941) as the draft says, or the bare key many clients send.
+IDEMPOTENCY_KEY_PATTERN = r'^"?[\x21\x23-\x7e]{1,255}"?$'
 
 
 def _container(request: Request) -> Any:
@@ -188,6 +188,7 @@ async def create_agent(
         str | None,
         Header(
             alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="Makes the create safe to retry (IETF httpapi Idempotency-Key draft):"
             " same key and body replay the first response; another body is 422; a request "
             "still in flight is 409. Scoped per tenant and principal, kept 24 h.",
@@ -198,13 +199,10 @@ async def create_agent(
     container = _container(request)
     idempotency = None
     if idempotency_key is not None:
-        m = _IDEMPOTENCY_KEY.match(idempotency_key)
-        if m is None:
-            raise BadRequest("Idempotency-Key: 1 to 255 visible ASCII characters")
         idempotency = IdempotencyRequest(
             tenant=tenant,
             principal=principal.name,
-            key=m.group(1),
+            key=idempotency_key.strip('"'),
             request_hash=request_hash(f"POST /api/v1/tenants/{tenant}/agents", manifest),
             retention_s=container.settings.idempotency_retention_s,
         )
@@ -243,15 +241,16 @@ async def apply_agent(
     A `metadata.resourceVersion` in the body or an `If-Match` header makes the write
     conditional (409 CONFLICT when stale)."""
     container = _container(request)
-    metadata = manifest.setdefault("metadata", {})
+    metadata = manifest.get("metadata")
     expected = if_match(if_match_header)
-    if isinstance(metadata, dict):
-        metadata.setdefault("name", name)
+    if isinstance(metadata, dict) and "name" in metadata:
         body_version = metadata.pop("resourceVersion", None)
         expected = expected or (str(body_version) if body_version is not None else None)
         if metadata.get("name") != name:
-            raise ValidationFailed(
-                f"metadata.name must be {name!r} (the name in the path)",
+            # As Kubernetes answers it: 400, the body contradicts the URL.
+            raise BadRequest(
+                f"metadata.name {metadata.get('name')!r} does not match the name in the path "
+                f"{name!r}",
                 errors=[FieldError("/metadata/name", f"must be {name!r}")],
             )
     async with _uow(request, principal) as uow:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +22,7 @@ from controlplane.api.errors import (
     request_validation_handler,
     unexpected_error_handler,
 )
+from controlplane.api.params import reject_unknown_query_parameters
 from controlplane.data.watch import OutboxFeed
 from controlplane.domain.agent import Agent
 from controlplane.domain.errors import AgentOSError
@@ -30,7 +31,12 @@ from controlplane.domain.lifecycle import IllegalTransition
 
 def create_app(container: Any) -> FastAPI:
     """Build the HTTP application (DESIGN §4) on a bootstrap.Container."""
-    app = FastAPI(title="Agent OS", version=__version__, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="Agent OS",
+        version=__version__,
+        openapi_url="/openapi.json",
+        dependencies=[Depends(reject_unknown_query_parameters)],
+    )
     app.state.container = container
     app.state.api = ApiContext.of(container)
     app.state.feed = OutboxFeed(container.engine)

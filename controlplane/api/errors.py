@@ -12,6 +12,7 @@ name for a query, path or header parameter. gRPC renders the same code as the `r
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,9 +178,22 @@ async def request_validation_handler(request: Request, exc: Exception) -> JSONRe
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL" if exc.status_code >= 500 else "BAD_REQUEST")
-    response = problem(code, str(exc.detail), request.url.path, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Every method of the resource (RFC 9110 §15.5.6), not only the first route's.
+        headers["Allow"] = ", ".join(allowed_methods(request.app.openapi(), request.url.path))
+    response = problem(code, str(exc.detail), request.url.path, headers=headers)
     response.status_code = exc.status_code
     return response
+
+
+def allowed_methods(document: dict[str, Any], path: str) -> list[str]:
+    """The methods the OpenAPI `document` lists for the path template matching `path`."""
+    for template, operations in document.get("paths", {}).items():
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return sorted(m.upper() for m in operations)
+    return []
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -190,7 +204,7 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for a route that can fail with `codes` (plus the ones every
     authenticated route can: 401, 429, 422 and 500)."""
-    every = ("UNAUTHENTICATED", "RATE_LIMITED", "VALIDATION_FAILED", "INTERNAL")
+    every = ("UNAUTHENTICATED", "RATE_LIMITED", "VALIDATION_FAILED", "BAD_REQUEST", "INTERNAL")
     by_status: dict[int, list[str]] = {}
     for code in (*codes, *every):
         by_status.setdefault(spec_of(code).http_status, []).append(code)

@@ -6,11 +6,13 @@ Request bodies of agents are validated by the domain model (controlplane/domain/
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from controlplane.domain.agent import AgentSpec
+from controlplane.domain.agent import AgentSpec, not_bool
 from controlplane.domain.quantity import CPU_PATTERN, MEMORY_PATTERN
 
 
@@ -77,7 +79,7 @@ class Quota(BaseModel):
     """A tenant's quota; an absent field is no limit. Quantities as in Kubernetes."""
 
     model_config = ConfigDict(extra="forbid")
-    agents: int | None = Field(default=None, ge=0, le=10**9)
+    agents: Annotated[int, Field(ge=0, le=10**9), BeforeValidator(not_bool)] | None = None
     cpu: str | None = Field(default=None, pattern=CPU_PATTERN, max_length=32, examples=["4"])
     memory: str | None = Field(
         default=None, pattern=MEMORY_PATTERN, max_length=32, examples=["8Gi"]
@@ -85,7 +87,7 @@ class Quota(BaseModel):
 
 
 class TenantMetaIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = None
     resourceVersion: str | None = Field(
         default=None, description="Make the write conditional (409 CONFLICT when stale)."
@@ -126,7 +128,9 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     principal: str = Field(min_length=1, max_length=128, pattern=r"^[\w.@:+-]+$")
     role: Literal["viewer", "editor", "admin"]
-    ttlSeconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    ttlSeconds: (
+        Annotated[float, Field(gt=0, le=10 * 365 * 86400), BeforeValidator(not_bool)] | None
+    ) = None
 
 
 class TokenObject(BaseModel):
@@ -157,10 +161,26 @@ class OutboxStatusOut(BaseModel):
 class ReplayIn(BaseModel):
     """Exactly one selector: `fromEventId`, `since` (RFC 3339), or `aggregate` (TYPE/ID)."""
 
-    model_config = ConfigDict(extra="forbid")
-    fromEventId: str | None = Field(default=None, max_length=64)
-    since: str | None = Field(default=None, max_length=64)
-    aggregate: str | None = Field(default=None, max_length=200)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["fromEventId"]},
+                {"required": ["since"]},
+                {"required": ["aggregate"]},
+            ]
+        },
+    )
+    fromEventId: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = None
+    since: datetime | SkipJsonSchema[None] = None
+    aggregate: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> ReplayIn:
+        given = [k for k in ("fromEventId", "since", "aggregate") if getattr(self, k) is not None]
+        if len(given) != 1 or len(self.model_fields_set) != 1:
+            raise ValueError("give exactly one of fromEventId, since, aggregate")
+        return self
 
 
 class CountOut(BaseModel):

@@ -21,7 +21,7 @@ from controlplane.api.security import Caller, TenantName, tenant_access
 from controlplane.data.repositories import TenantRecord
 from controlplane.data.tokens import TokenRecord
 from controlplane.domain.access import Role
-from controlplane.domain.errors import Conflict, FieldError, PermissionDenied, ValidationFailed
+from controlplane.domain.errors import BadRequest, Conflict, FieldError, PermissionDenied
 from controlplane.domain.events import rfc3339
 from controlplane.domain.quantity import cpu_millis, memory_bytes
 from controlplane.service import listing
@@ -127,7 +127,10 @@ async def list_tenants(
 @tenant_router.get(
     "",
     response_model=None,
-    responses={200: {"description": "The tenant", "model": TenantObject}, **responses()},
+    responses={
+        200: {"description": "The tenant", "model": TenantObject},
+        **responses("TENANT_NOT_FOUND"),
+    },
 )
 async def get_tenant(tenant: TenantName, request: Request) -> Any:
     """A tenant and its quota. 404 TENANT_NOT_FOUND."""
@@ -157,8 +160,8 @@ async def put_tenant(
     make the write conditional (409 CONFLICT when stale)."""
     container = request.app.state.container
     if body.metadata is not None and body.metadata.name not in (None, tenant):
-        raise ValidationFailed(
-            f"metadata.name must be {tenant!r}",
+        raise BadRequest(
+            f"metadata.name must be {tenant!r}, the name in the path",
             errors=[FieldError("/metadata/name", f"must be {tenant!r}")],
         )
     expected = if_match(if_match_header) or (
@@ -200,7 +203,10 @@ async def delete_tenant_route(tenant: TenantName, request: Request, principal: C
 @tokens_router.get(
     "",
     response_model=None,
-    responses={200: {"description": "Tokens", "model": TokenList}, **responses()},
+    responses={
+        200: {"description": "Tokens", "model": TokenList},
+        **responses("TENANT_NOT_FOUND", "PERMISSION_DENIED"),
+    },
 )
 async def list_tokens(tenant: TenantName, request: Request) -> Any:
     """The tenant's tokens, revoked ones included; never their secrets."""
@@ -215,7 +221,7 @@ async def list_tokens(tenant: TenantName, request: Request) -> Any:
     response_model=None,
     responses={
         201: {"description": "The token; `token` is shown only here", "model": TokenOut},
-        **responses("PERMISSION_DENIED"),
+        **responses("TENANT_NOT_FOUND", "PERMISSION_DENIED"),
     },
 )
 async def create_token(
@@ -239,7 +245,7 @@ async def create_token(
     response_model=None,
     responses={
         200: {"description": "The revoked token", "model": TokenOut},
-        **responses("TOKEN_NOT_FOUND"),
+        **responses("TENANT_NOT_FOUND", "TOKEN_NOT_FOUND", "PERMISSION_DENIED"),
     },
 )
 async def revoke_token(

@@ -14,7 +14,13 @@ from typing import Any
 from controlplane.data.repositories import AuditEntry
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import Agent, AgentStatus, parse_agent
-from controlplane.domain.errors import AlreadyExists, Conflict, FieldError, ValidationFailed
+from controlplane.domain.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    FieldError,
+    ValidationFailed,
+)
 from controlplane.domain.events import NewEvent, parse_rfc3339, utcnow
 from controlplane.domain.lifecycle import (
     Condition,
@@ -141,7 +147,8 @@ async def _apply(
 ) -> ApplyResult:
     agent = parse_agent(manifest)
     if agent.metadata.namespace not in (None, tenant):
-        raise ValidationFailed(
+        # As Kubernetes answers it: 400, the body contradicts the URL.
+        raise BadRequest(
             f"metadata.namespace {agent.metadata.namespace!r} does not match tenant {tenant!r}",
             errors=[FieldError("/metadata/namespace", f"must be {tenant!r} or absent")],
         )

@@ -56,14 +56,15 @@ def serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def phases(env: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run(
+    run = subprocess.run(
         [*CLI, "get", "agents", "-n", "crash", "-o", "json"],
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
-        check=True,
-    ).stdout
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     return {i["metadata"]["name"]: i["status"]["phase"] for i in json.loads(out)["items"]}
 
 

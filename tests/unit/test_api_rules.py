@@ -95,3 +95,25 @@ def test_continue_tokens_round_trip_and_refuse_forgeries() -> None:
     for forged in ("!!!", "eyJ4IjoxfQ", encode_continue("x")[:-2]):
         with pytest.raises(BadRequest):
             decode_continue(forged)
+
+
+def test_a_spec_as_stored_reads_back_whatever_its_null_fields() -> None:
+    from controlplane.domain.agent import AgentSpec
+
+    spec = AgentSpec.model_validate(
+        {"image": "x", "readiness": {"heartbeat": {}}, "resources": {"limits": {"cpu": "1"}}}
+    )
+    stored = spec.model_dump(mode="json", by_alias=True)  # as AgentRepository writes it
+    assert stored["readiness"]["exec"] is None
+    assert AgentSpec.model_validate(stored) == spec
+
+
+def test_numbers_refuse_booleans_but_take_integral_floats() -> None:
+    from controlplane.domain.agent import parse_agent
+    from controlplane.domain.errors import ValidationFailed
+
+    base = {"apiVersion": "agentos.io/v1alpha1", "kind": "Agent", "metadata": {"name": "n"}}
+    assert parse_agent({**base, "spec": {"image": "x", "priority": 3.0}}).spec.priority == 3
+    with pytest.raises(ValidationFailed) as refused:
+        parse_agent({**base, "spec": {"image": "x", "priority": True}})
+    assert [e.pointer for e in refused.value.errors] == ["/spec/priority"]
