@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8080"
     host: str = "127.0.0.1"
     port: int = 8080
+    grpc_port: int = Field(
+        default=8090, ge=0, le=65535, description="gRPC AgentService port; 0: no gRPC server."
+    )
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 
@@ -57,6 +60,26 @@ class Settings(BaseSettings):
     relay_backoff_base_s: float = Field(default=0.5, gt=0)
     relay_backoff_max_s: float = Field(default=60.0, gt=0)
     relay_metrics_port: int | None = None
+
+    # API (DESIGN §4): authentication, rate limits, idempotency keys, watch.
+    auth_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified token is trusted without a database read; a token "
+        "revoked by another process (the CLI) stops working within this time (0: never cache).",
+    )
+    rate_limit_per_s: float = Field(
+        default=100.0, ge=0, description="Requests per second per principal (0: no limit)."
+    )
+    rate_limit_burst: float = Field(default=200.0, ge=1)
+    idempotency_retention_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long an Idempotency-Key is kept."
+    )
+    idempotency_purge_interval_s: float = Field(default=600.0, gt=0)
+    watch_poll_interval_s: float = Field(default=0.2, gt=0)
+    watch_max_timeout_s: float = Field(
+        default=1800.0, gt=0, description="Longest a watch stream stays open."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,9 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 echo "Agent OS is up at $AGENTOS_API_URL (log: $AGENTOS_STATE_DIR.log)"
+# Authentication is always on: a platform-admin token, made on the same (SQLite) database.
+AGENTOS_TOKEN=$(agentos token create --principal make-run --platform-admin)
+export AGENTOS_TOKEN
 agentos apply -f examples/agents/
 want=$(ls examples/agents/*.yaml | wc -l)
 for _ in $(seq 1 180); do
@@ -39,5 +42,6 @@ for _ in $(seq 1 180); do
   sleep 1
 done
 echo "Try: agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"
+echo "     with AGENTOS_TOKEN=$AGENTOS_TOKEN"
 echo "Agent OS keeps running; Ctrl-C stops it."
 wait $server

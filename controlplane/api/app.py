@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from controlplane import __version__
-from controlplane.api import agents, tenants
-from controlplane.api.errors import agentos_error_handler, request_validation_handler
+from controlplane.api import admin, agents, tenants
+from controlplane.api.context import ApiContext
+from controlplane.api.errors import (
+    FieldProblem,
+    Problem,
+    agentos_error_handler,
+    http_error_handler,
+    request_validation_handler,
+    unexpected_error_handler,
+)
+from controlplane.api.params import reject_unknown_query_parameters
 from controlplane.api.request_metrics import RequestMetricsMiddleware
+from controlplane.data.watch import OutboxFeed
+from controlplane.domain.agent import Agent
 from controlplane.domain.errors import AgentOSError
 from controlplane.domain.lifecycle import IllegalTransition
 
@@ -22,18 +36,20 @@ from controlplane.outbox import metrics as _outbox_metrics  # noqa: F401
 
 def create_app(container: Any) -> FastAPI:
     """Build the HTTP application (DESIGN §4) on a bootstrap.Container."""
-    app = FastAPI(title="Agent OS", version=__version__, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="Agent OS",
+        version=__version__,
+        openapi_url="/openapi.json",
+        dependencies=[Depends(reject_unknown_query_parameters)],
+    )
     app.state.container = container
+    app.state.api = ApiContext.of(container)
+    app.state.feed = OutboxFeed(container.engine)
     app.add_exception_handler(AgentOSError, agentos_error_handler)
     app.add_exception_handler(IllegalTransition, agentos_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
-
-    @app.middleware("http")
-    async def principal(request: Request, call_next: Any) -> Response:
-        # Authentication arrives with the API issue; until then every caller is anonymous.
-        request.state.principal = "anonymous"
-        response: Response = await call_next(request)
-        return response
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
 
     # Added last, so it is the outermost: it times and counts everything below, errors too.
     app.add_middleware(RequestMetricsMiddleware)
@@ -54,6 +70,30 @@ def create_app(container: Any) -> FastAPI:
         agents, and the relay's when it runs in this process (`agentos serve`)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(tenants.tenants_router)
+    app.include_router(tenants.tenant_router)
+    app.include_router(tenants.tokens_router)
     app.include_router(agents.router)
-    app.include_router(tenants.router)
+    app.include_router(admin.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the schemas it cannot see: the Agent manifest (request
+    bodies are validated by the domain, not by FastAPI) and the problem+json shapes."""
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    template = "#/components/schemas/{model}"
+    for model in (Agent, Problem, FieldProblem):
+        generated = model.model_json_schema(ref_template=template, by_alias=True)
+        for name, definition in generated.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components[model.__name__] = generated
+    return schema

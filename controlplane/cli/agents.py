@@ -1,5 +1,5 @@
 """`agentos apply|get|describe|delete`: the CLI as a client of the REST API
-(`AGENTOS_API_URL`)."""
+(`AGENTOS_API_URL` and `AGENTOS_TOKEN`, or the config file: see controlplane/cli/client.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import yaml
 
 
 def _client() -> httpx.Client:
-    from controlplane.config import get_settings
+    from controlplane.cli.client import client
 
-    return httpx.Client(base_url=get_settings().api_url, timeout=30)
+    return client()
 
 
 def _fail(response: httpx.Response) -> None:
@@ -61,7 +61,8 @@ def apply(
             r = client.put(f"/api/v1/tenants/{tenant}/agents/{name}", json=doc)
             if r.status_code >= 400:
                 problem = r.json() if r.headers.get("content-type", "").endswith("json") else {}
-                typer.echo(f"agent/{name or '?'}: error: {problem.get('detail', r.text)}", err=True)
+                detail = problem.get("detail", r.text)
+                typer.echo(f"agent/{name or '?'}: error: {problem.get('code')}: {detail}", err=True)
                 failed = True
                 continue
             verb = "created" if r.status_code == 201 else "configured"
@@ -75,11 +76,20 @@ def get_agents(
     output: str = typer.Option("", "-o", "--output", help="wide | yaml | json"),
 ) -> None:
     """List the agents of a tenant."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, str] = {}
     with _client() as client:
-        r = client.get(f"/api/v1/tenants/{namespace}/agents")
-    if r.status_code >= 400:
-        _fail(r)
-    body = r.json()
+        while True:  # every page (limit + continue)
+            r = client.get(f"/api/v1/tenants/{namespace}/agents", params=params)
+            if r.status_code >= 400:
+                _fail(r)
+            page = r.json()
+            items += page["items"]
+            if not page["metadata"].get("continue"):
+                break
+            params = {"continue": page["metadata"]["continue"]}
+    body = {**page, "metadata": {"resourceVersion": page["metadata"]["resourceVersion"]}}
+    body["items"] = items
     if output == "json":
         typer.echo(json.dumps(body, indent=2))
         return

@@ -7,6 +7,8 @@ component (`serve`, `relay`, `operator`) or administer the database use the sett
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from controlplane import __version__
@@ -76,6 +78,7 @@ def serve(
     from controlplane.observability.inventory import run_inventory
     from controlplane.observability.logging import configure_logging
     from controlplane.observability.tracing import configure_tracing
+    from controlplane.service.idempotency import purge_periodically
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -85,6 +88,7 @@ def serve(
     async def main() -> None:
         container = Container(settings)
         stop = stop_on_signals()
+        await _first_admin_hint(container)
         controller = container.build_controller()
         server = _server_class()(
             uvicorn.Config(
@@ -99,6 +103,9 @@ def serve(
             asyncio.create_task(server.serve()),
             asyncio.create_task(controller.run(stop)),
             asyncio.create_task(run_inventory(container.engine, stop)),
+            asyncio.create_task(
+                purge_periodically(container.uow, settings.idempotency_purge_interval_s, stop)
+            ),
         ]
         if settings.nats_url:
             tasks.append(asyncio.create_task(run_relay(container, stop)))
@@ -114,12 +121,31 @@ def serve(
     asyncio.run(main())
 
 
+async def _first_admin_hint(container: Any) -> None:
+    """While no platform-admin token exists, say how to make the first one (authentication
+    is never off: without a token the API answers 401)."""
+    from controlplane.service.tokens import needs_first_admin
+
+    async with container.uow() as uow:
+        if not await needs_first_admin(uow):
+            return
+    typer.echo(
+        "No API token exists yet. Create the first platform-admin token, on the same "
+        "database (same AGENTOS_DATABASE_URL), with:\n"
+        "    agentos token create --principal admin --platform-admin\n"
+        "and give it to the CLI: export AGENTOS_TOKEN=<the printed token>",
+        err=True,
+    )
+
+
 from controlplane.cli import agents as _agents  # noqa: E402
+from controlplane.cli import tokens as _tokens  # noqa: E402
 
 app.command("apply")(_agents.apply)
 get_app.command("agents")(_agents.get_agents)
 describe_app.command("agent")(_agents.describe_agent)
 delete_app.command("agent")(_agents.delete_agent)
+app.add_typer(_tokens.token_app, name="token")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -10,12 +11,14 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from controlplane.data.labels import label_condition
 from controlplane.data.tables import agent_transitions, agents
 from controlplane.domain.agent import AgentSpec, AgentStatus
 from controlplane.domain.errors import AgentNotFound, AlreadyExists, Conflict
 from controlplane.domain.events import as_utc, utcnow
 from controlplane.domain.lifecycle import Phase
 from controlplane.domain.records import AgentRecord
+from controlplane.domain.selectors import Requirement
 
 
 def to_record(row: Any) -> AgentRecord:
@@ -101,6 +104,24 @@ class AgentRepository:
         query = select(agents).order_by(agents.c.tenant, agents.c.name)
         if tenant is not None:
             query = query.where(agents.c.tenant == tenant)
+        return [to_record(r) for r in await self._conn.execute(query)]
+
+    async def page(
+        self,
+        tenant: str,
+        *,
+        after: str | None,
+        limit: int,
+        requirements: Sequence[Requirement] = (),
+    ) -> builtins.list[AgentRecord]:
+        """Up to `limit` agents of `tenant` whose labels satisfy `requirements`, by name,
+        after the name `after` (keyset pagination: stable under concurrent writes)."""
+        query = select(agents).where(
+            agents.c.tenant == tenant, label_condition(agents.c.labels, requirements)
+        )
+        if after is not None:
+            query = query.where(agents.c.name > after)
+        query = query.order_by(agents.c.name).limit(limit)
         return [to_record(r) for r in await self._conn.execute(query)]
 
     async def sandbox_ids(self) -> set[str]:

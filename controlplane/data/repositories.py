@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.tables import aggregate_sequences, audit_log, outbox, tenants
-from controlplane.domain.errors import AlreadyExists, TenantNotFound
+from controlplane.domain.errors import AlreadyExists, Conflict, TenantNotEmpty, TenantNotFound
 from controlplane.domain.events import EventEnvelope, NewEvent, OutboxState, utcnow
 from controlplane.observability import tracing
 from controlplane.outbox.schema_registry import SchemaRegistry
@@ -77,19 +78,42 @@ class TenantRepository:
             raise TenantNotFound(f"tenant {name!r} not found")
         return found
 
-    async def set_quota(self, name: str, quota: Mapping[str, int]) -> TenantRecord:
-        """Replace a tenant's quota, bumping its resource_version. Raises NotFound."""
+    async def set_quota(
+        self, name: str, quota: Mapping[str, int], *, expected_version: int | None = None
+    ) -> TenantRecord:
+        """Replace a tenant's quota, bumping its resource_version; with `expected_version`,
+        only if the tenant is still at that version. Raises NotFound, Conflict."""
         current = await self.get(name)
-        await self._conn.execute(
+        version = current.resource_version if expected_version is None else expected_version
+        result = await self._conn.execute(
             update(tenants)
-            .where(tenants.c.name == name)
+            .where(tenants.c.name == name, tenants.c.resource_version == version)
             .values(
                 quota=dict(quota),
                 resource_version=tenants.c.resource_version + 1,
                 updated_at=utcnow(),
             )
         )
-        return TenantRecord(name, dict(quota), current.resource_version + 1, current.created_at)
+        if result.rowcount != 1:
+            raise Conflict(f"tenant {name!r} is not at resourceVersion {version}")
+        return TenantRecord(name, dict(quota), version + 1, current.created_at)
+
+    async def list(self, *, after: str | None, limit: int) -> list[TenantRecord]:
+        """Up to `limit` tenants by name, after the name `after`."""
+        query = select(tenants).order_by(tenants.c.name).limit(limit)
+        if after is not None:
+            query = query.where(tenants.c.name > after)
+        return [
+            TenantRecord(r.name, dict(r.quota), r.resource_version, r.created_at)
+            for r in await self._conn.execute(query)
+        ]
+
+    async def remove(self, name: str) -> None:
+        """Delete a tenant row. Raises TenantNotEmpty if agents still reference it."""
+        try:
+            await self._conn.execute(delete(tenants).where(tenants.c.name == name))
+        except IntegrityError:
+            raise TenantNotEmpty(f"tenant {name!r} still has agents") from None
 
 
 class OutboxWriter:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -189,4 +190,23 @@ inbox = Table(
     Column("consumer", String(128), primary_key=True),
     Column("event_id", String(36), primary_key=True),
     Column("received_at", Time, nullable=False),
+)
+
+# Bearer tokens of the API (DESIGN §4). Only the SHA-256 of a token is stored (see
+# controlplane/service/tokens.py for why a fast hash is right for random tokens); `id` is
+# the token's public name, for listing and revocation. A token grants `role` in `tenant`, or
+# is a platform admin's (both NULL).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("principal", String(128), nullable=False),
+    Column("tenant", String(63), nullable=True, index=True),
+    Column("role", String(16), nullable=True),
+    Column("platform_admin", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", Time, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", Time, nullable=True),
+    Column("revoked_at", Time, nullable=True),
 )

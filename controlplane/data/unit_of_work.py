@@ -13,7 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.agents import AgentRepository
+from controlplane.data.idempotency import IdempotencyRepository
 from controlplane.data.repositories import AuditRepository, OutboxWriter, TenantRepository
+from controlplane.data.tokens import TokenRepository
 from controlplane.observability import tracing
 from controlplane.outbox.schema_registry import SchemaRegistry
 
@@ -30,6 +32,8 @@ class UnitOfWork:
     agents: AgentRepository
     outbox: OutboxWriter
     audit: AuditRepository
+    tokens: TokenRepository
+    idempotency: IdempotencyRepository
     connection: AsyncConnection
 
     def __init__(
@@ -52,6 +56,8 @@ class UnitOfWork:
             "uow", attributes={"principal": self.principal}
         )
         self._span.__enter__()
+        self.tokens = TokenRepository(self.connection)
+        self.idempotency = IdempotencyRepository(self.connection)
         return self
 
     async def commit(self) -> None:
@@ -75,5 +81,6 @@ class UnitOfWork:
             if not self._committed:
                 await self.connection.rollback()
         finally:
+            self.idempotency.release()
             await self.connection.close()
             self._span.__exit__(exc_type, exc, tb)

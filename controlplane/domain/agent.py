@@ -8,11 +8,21 @@ field by JSON pointer (RFC 6901).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from controlplane.domain.errors import FieldError, ValidationFailed
+from controlplane.domain.errors import BadRequest, FieldError, ValidationFailed
 from controlplane.domain.lifecycle import RestartPolicy
 from controlplane.domain.quantity import CPU_PATTERN, MEMORY_PATTERN, cpu_millis, memory_bytes
 
@@ -23,10 +33,45 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 RUNTIME_CLASSES = ("runc", "gvisor", "process")
 
 
+def not_bool(value: Any) -> Any:
+    """A before-validator: refuse a JSON boolean where a number is expected."""
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not a boolean")
+    return value
+
+
+# Numbers as JSON Schema has them: 3.0 is an integer, `true` is not a number.
+Int = Annotated[int, BeforeValidator(not_bool)]
+Float = Annotated[float, BeforeValidator(not_bool)]
+
+
 class Strict(BaseModel):
     """Unknown fields are errors, as in Kubernetes strict field validation."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# Kubernetes label syntax: a value is empty or a name of at most 63 characters; a key is such
+# a name with an optional DNS-subdomain prefix (`app.kubernetes.io/name`). The same patterns
+# are published in the OpenAPI document, so what is documented is what is enforced.
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+LABEL_KEY_PATTERN = rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*/)?{_NAME}$"
+LABEL_VALUE_PATTERN = rf"^({_NAME})?$"
+LABEL_KEY_MAX = 253 + 1 + 63
+_LABELS_SCHEMA: dict[str, JsonValue] = {
+    "propertyNames": {"pattern": LABEL_KEY_PATTERN, "maxLength": LABEL_KEY_MAX},
+    "additionalProperties": {"type": "string", "pattern": LABEL_VALUE_PATTERN},
+}
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why `key: value` is not a valid Kubernetes label, or None if it is."""
+    if len(key) > LABEL_KEY_MAX or not re.match(LABEL_KEY_PATTERN, key):
+        return f"label key {key!r}: [DNS-subdomain/]name, name 1-63 of [A-Za-z0-9-_.]"
+    if not re.match(LABEL_VALUE_PATTERN, value):
+        return f"label {key!r}: the value must be empty or 1-63 of [A-Za-z0-9-_.]"
+    return None
 
 
 class ObjectMeta(Strict):
@@ -38,13 +83,21 @@ class ObjectMeta(Strict):
         pattern=DNS1123_LABEL,
         description="The tenant. Taken from the request path when absent.",
     )
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, json_schema_extra=_LABELS_SCHEMA)
     annotations: dict[str, str] = Field(default_factory=dict)
     uid: str | None = None
     resourceVersion: str | None = None
-    generation: int | None = None
+    generation: Int | None = None
     creationTimestamp: str | None = None
     deletionTimestamp: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def kubernetes_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        problems = [p for k, v in labels.items() if (p := label_problem(k, v))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return labels
 
 
 class EnvVar(Strict):
@@ -79,7 +132,7 @@ class RuntimeSpec(Strict):
 
 class HTTPGetAction(Strict):
     path: str = "/healthz"
-    port: int = Field(ge=1, le=65535)
+    port: Int = Field(ge=1, le=65535)
 
 
 class ExecAction(Strict):
@@ -92,26 +145,31 @@ class HeartbeatAction(Strict):
 
 
 class Readiness(Strict):
-    # The model validator below, as the CRD's CEL rule (Kubernetes validation rules).
+    """Exactly one of `exec`, `httpGet`, `heartbeat` set (as Kubernetes probes); the others
+    absent or null. The CRD carries the rule as CEL (Kubernetes validation rules)."""
+
     model_config = ConfigDict(
         json_schema_extra={
+            "oneOf": [
+                {"required": [k], "properties": {k: {"type": "object"}}}
+                for k in ("exec", "httpGet", "heartbeat")
+            ],
             "x-kubernetes-validations": [
                 {
                     "rule": "[has(self.exec), has(self.httpGet), has(self.heartbeat)]"
                     ".filter(x, x).size() == 1",
                     "message": "exactly one of exec, httpGet, heartbeat is required",
                 }
-            ]
+            ],
         }
     )
-
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     heartbeat: HeartbeatAction | None = None
-    initialDelaySeconds: float = Field(default=0, ge=0)
-    periodSeconds: float = Field(default=1, gt=0)
-    timeoutSeconds: float = Field(default=1, gt=0)
-    failureThreshold: int = Field(default=3, ge=1)
+    initialDelaySeconds: Float = Field(default=0, ge=0, le=86400)
+    periodSeconds: Float = Field(default=1, gt=0, le=86400)
+    timeoutSeconds: Float = Field(default=1, gt=0, le=86400)
+    failureThreshold: Int = Field(default=3, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def one_action(self) -> Readiness:
@@ -147,9 +205,9 @@ class AgentSpec(Strict):
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     resources: Resources = Field(default_factory=Resources)
     restartPolicy: RestartPolicy = RestartPolicy.ALWAYS
-    maxRestarts: int = Field(default=5, ge=0)
+    maxRestarts: Int = Field(default=5, ge=0, le=1_000_000)
     readiness: Readiness | None = None
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: Int = Field(default=0, ge=-1000, le=1000)
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; handed to the agent as a JSON file."
     )
@@ -190,13 +248,45 @@ def _pointer(loc: tuple[int | str, ...]) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
+def _unstorable(value: Any, pointer: str = "") -> list[FieldError]:
+    """Strings no database can keep: a NUL character (PostgreSQL text and JSONB refuse it) or
+    a lone UTF-16 surrogate (not encodable as UTF-8; JSON allows the escape)."""
+
+    def bad(text: str) -> bool:
+        return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+    def escape(key: str) -> str:
+        return key.replace("~", "~0").replace("/", "~1")
+
+    found: list[FieldError] = []
+    if isinstance(value, str):
+        if bad(value):
+            found.append(FieldError(pointer, "contains a NUL or an unpaired surrogate"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and bad(key):
+                found.append(FieldError(pointer, "a key contains a NUL or an unpaired surrogate"))
+                continue
+            found += _unstorable(item, f"{pointer}/{escape(str(key))}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _unstorable(item, f"{pointer}/{i}")
+    return found
+
+
 def parse_agent(manifest: Any) -> Agent:
     """Validate a manifest (a mapping) as an Agent.
 
     Raises:
         ValidationFailed: with one FieldError per problem; `pointer` is an RFC 6901 JSON
             pointer into the manifest (e.g. `/spec/resources/limits/cpu`).
+        BadRequest: a string holds a NUL or an unpaired surrogate (malformed text, named by
+            pointer likewise).
     """
+    unstorable = _unstorable(manifest)
+    if unstorable:
+        detail = "; ".join(f"{fe.pointer}: {fe.message}" for fe in unstorable)
+        raise BadRequest(f"text that cannot be stored: {detail}", errors=unstorable)
     try:
         return Agent.model_validate(manifest)
     except ValidationError as exc:

@@ -20,7 +20,8 @@ from controlplane.domain.agent import API_VERSION, DNS1123_LABEL, KIND, AgentSpe
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "agents"
-DROP = {"title", "$defs"}
+# oneOf: the OpenAPI form of a rule the CRD states as CEL (structural schemas forbid its shape).
+DROP = {"title", "$defs", "oneOf"}
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:

@@ -1,6 +1,7 @@
-"""Domain errors, each with a stable code from the one catalogue (DESIGN §4).
+"""Errors, each with a stable code from the one catalogue (DESIGN §4).
 
-The API maps a code to an HTTP status and a google.rpc code; the domain only names it.
+The API maps a code to an HTTP status and a google.rpc code (controlplane/api/errors.py,
+`CATALOGUE`); the domain and the service layer only name it.
 """
 
 from __future__ import annotations
@@ -79,3 +80,61 @@ class Conflict(AgentOSError):
     """A write lost an optimistic-concurrency race (stale resourceVersion)."""
 
     code = "CONFLICT"
+
+
+class Unauthenticated(AgentOSError):
+    """No bearer token, or one that is unknown, revoked or expired (HTTP 401)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(AgentOSError):
+    """The caller sees the object but its role does not allow the action (HTTP 403)."""
+
+    code = "PERMISSION_DENIED"
+
+
+class RateLimited(AgentOSError):
+    """The caller sent more requests than its rate allows; retry after `retry_after_s`."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, detail: str, *, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class TokenNotFound(NotFound):
+    """No token with that id (or not visible to the caller)."""
+
+    code = "TOKEN_NOT_FOUND"
+
+
+class TenantNotEmpty(AgentOSError):
+    """A tenant that still has agents cannot be deleted."""
+
+    code = "TENANT_NOT_EMPTY"
+
+
+class IdempotencyKeyInUse(AgentOSError):
+    """A request with the same Idempotency-Key is still being processed (retry later)."""
+
+    code = "IDEMPOTENCY_KEY_IN_USE"
+
+
+class IdempotencyKeyReused(AgentOSError):
+    """The Idempotency-Key was already used with a different request body."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class BadRequest(AgentOSError):
+    """A request parameter is malformed (e.g. a label selector or a continue token)."""
+
+    code = "BAD_REQUEST"
+
+
+class ResourceVersionExpired(AgentOSError):
+    """A watch asked to resume from a resourceVersion older than what is kept (HTTP 410)."""
+
+    code = "RESOURCE_VERSION_EXPIRED"

@@ -14,7 +14,13 @@ from typing import Any
 from controlplane.data.repositories import AuditEntry
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import Agent, AgentStatus, parse_agent
-from controlplane.domain.errors import AlreadyExists, Conflict, FieldError, ValidationFailed
+from controlplane.domain.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    FieldError,
+    ValidationFailed,
+)
 from controlplane.domain.events import NewEvent, parse_rfc3339, utcnow
 from controlplane.domain.lifecycle import (
     Condition,
@@ -25,6 +31,9 @@ from controlplane.domain.lifecycle import (
 )
 from controlplane.domain.records import AgentRecord
 from controlplane.observability.tracing import traced
+from controlplane.service.idempotency import IdempotencyRequest
+from controlplane.service.idempotency import begin as idempotency_begin
+from controlplane.service.idempotency import remember as idempotency_remember
 
 AGGREGATE = "agent"
 
@@ -82,14 +91,66 @@ async def apply_agent(
     expected_resource_version: str | None = None,
 ) -> ApplyResult:
     """Create the agent of `manifest` in `tenant`, or update its spec (generation + 1).
+    Commits.
 
     The tenant is created on first use. Raises ValidationFailed (bad manifest, or a
     namespace that differs from `tenant`), AlreadyExists (`create_only` and it exists),
-    Conflict (stale `expected_resource_version`).
+    Conflict (stale `expected_resource_version`, or the agent is being deleted).
     """
+    result = await _apply(uow, tenant, manifest, create_only, expected_resource_version)
+    await uow.commit()
+    return result
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """The response of a create: the agent as a manifest, its id, and whether it is the
+    replay of an earlier request with the same idempotency key (then `agent_id` is None:
+    nothing changed)."""
+
+    body: dict[str, Any]
+    agent_id: str | None
+    replayed: bool
+
+
+async def create_agent(
+    uow: UnitOfWork,
+    tenant: str,
+    manifest: dict[str, Any],
+    *,
+    idempotency: IdempotencyRequest | None = None,
+) -> CreateResult:
+    """Create an agent (never update). With `idempotency`, the first response to the key is
+    stored in this UnitOfWork and replayed to a repeated request (see service.idempotency).
+    Commits.
+
+    Raises as `apply_agent` with `create_only`, and IdempotencyKeyInUse,
+    IdempotencyKeyReused.
+    """
+    if idempotency is not None:
+        stored = await idempotency_begin(uow, idempotency)
+        if stored is not None:
+            await uow.commit()
+            return CreateResult(stored.body, None, replayed=True)
+    result = await _apply(uow, tenant, manifest, True, None)
+    body = result.agent.to_manifest()
+    if idempotency is not None:
+        await idempotency_remember(uow, idempotency, 201, body)
+    await uow.commit()
+    return CreateResult(body, result.agent.id, replayed=False)
+
+
+async def _apply(
+    uow: UnitOfWork,
+    tenant: str,
+    manifest: dict[str, Any],
+    create_only: bool,
+    expected_resource_version: str | None,
+) -> ApplyResult:
     agent = parse_agent(manifest)
     if agent.metadata.namespace not in (None, tenant):
-        raise ValidationFailed(
+        # As Kubernetes answers it: 400, the body contradicts the URL.
+        raise BadRequest(
             f"metadata.namespace {agent.metadata.namespace!r} does not match tenant {tenant!r}",
             errors=[FieldError("/metadata/namespace", f"must be {tenant!r} or absent")],
         )
@@ -114,7 +175,6 @@ async def apply_agent(
             agent.metadata.annotations,
         )
         if same_spec and same_meta:
-            await uow.commit()
             return ApplyResult(existing, created=False, changed=False)
         updated = await uow.agents.save(
             existing,
@@ -141,11 +201,9 @@ async def apply_agent(
             event_id=event.event_id,
             details={"generation": updated.generation},
         )
-        await uow.commit()
         return ApplyResult(updated, created=False, changed=True)
 
     (record,) = await _create(uow, tenant, [agent])
-    await uow.commit()
     return ApplyResult(record, created=True, changed=True)
 
 
@@ -365,10 +423,20 @@ def _one(results: list[AgentRecord | IllegalTransition | Conflict]) -> AgentReco
 
 
 @traced("service.delete_agent")
-async def delete_agent(uow: UnitOfWork, tenant: str, name: str) -> AgentRecord:
+async def delete_agent(
+    uow: UnitOfWork, tenant: str, name: str, *, expected_resource_version: str | None = None
+) -> AgentRecord:
     """Request deletion: the agent goes to Terminating; the controller removes its sandbox
-    and then the record (finalizer semantics). Raises NotFound."""
+    and then the record (finalizer semantics). Raises AgentNotFound, Conflict (stale
+    `expected_resource_version`)."""
     record = await uow.agents.get(tenant, name)
+    if expected_resource_version is not None and expected_resource_version != str(
+        record.resource_version
+    ):
+        raise Conflict(
+            f"agent {name!r} is at resourceVersion {record.resource_version}, "
+            f"not {expected_resource_version}"
+        )
     if record.phase is Phase.TERMINATING:
         await uow.commit()
         return record

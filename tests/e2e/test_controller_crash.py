@@ -56,14 +56,15 @@ def serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def phases(env: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run(
+    run = subprocess.run(
         [*CLI, "get", "agents", "-n", "crash", "-o", "json"],
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
-        check=True,
-    ).stdout
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     return {i["metadata"]["name"]: i["status"]["phase"] for i in json.loads(out)["items"]}
 
 
@@ -96,7 +97,17 @@ def test_controller_killed_while_agents_start_recovers_without_leaks(
         "AGENTOS_PORT": str(port),
         "AGENTOS_API_URL": f"http://127.0.0.1:{port}",
         "AGENTOS_STATE_DIR": str(state),
+        "AGENTOS_GRPC_PORT": str(free_port()),
     }
+    env["AGENTOS_TOKEN"] = subprocess.run(
+        [*CLI, "token", "create", "--principal", "e2e", "--platform-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
     folder = tmp_path / "manifests"
     folder.mkdir()
     names = [f"agent-{i}" for i in range(4)]

@@ -57,8 +57,11 @@ def value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str)
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+AUTH: dict[str, str] = {}  # the platform admin's header, made by the `serve` fixture
+
+
 def phase(base_url: str) -> str | None:
-    answer = httpx.get(f"{base_url}{AGENT}", timeout=5)
+    answer = httpx.get(f"{base_url}{AGENT}", headers=AUTH, timeout=5)
     return answer.json()["status"]["phase"] if answer.status_code == 200 else None
 
 
@@ -74,6 +77,16 @@ def serve(tmp_path: Path, pg_url: str, private_nats: NatsServer) -> Iterator[str
         "AGENTOS_PORT": str(port),
     }
     base_url = f"http://127.0.0.1:{port}"
+    made = subprocess.run(
+        [*CLI, "token", "create", "--principal", "metrics-test", "--platform-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    AUTH["Authorization"] = f"Bearer {made.stdout.strip()}"
     proc = subprocess.Popen(
         [*CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
     )
@@ -89,7 +102,7 @@ def test_an_agent_lifecycle_moves_the_slis_on_the_metrics_of_serve(serve: str) -
     _, before = scrape(serve)
     published_before = value(before, "agentos_outbox_published_total")
 
-    created = httpx.put(f"{serve}{AGENT}", json=MANIFEST, timeout=10)
+    created = httpx.put(f"{serve}{AGENT}", json=MANIFEST, headers=AUTH, timeout=10)
     assert created.status_code == 201, created.text
     wait_until(lambda: phase(serve) == "Ready", 90, f"{NAME} Ready")
 
@@ -116,7 +129,7 @@ def test_an_agent_lifecycle_moves_the_slis_on_the_metrics_of_serve(serve: str) -
         "agentos_agents{phase=Ready} refreshed from the database",
     )
 
-    assert httpx.delete(f"{serve}{AGENT}", timeout=10).status_code == 202
+    assert httpx.delete(f"{serve}{AGENT}", headers=AUTH, timeout=10).status_code == 202
     wait_until(lambda: phase(serve) is None, 60, f"{NAME} deleted")
     _, gone = scrape(serve)
     assert (

@@ -25,10 +25,16 @@ def healthz(base_url: str, proc: subprocess.Popen[bytes]) -> httpx.Response | No
         return None
 
 
-def test_serve_on_embedded_defaults_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
+def embedded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
     env["AGENTOS_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'agentos.db'}"
+    env["AGENTOS_GRPC_PORT"] = str(free_port())
+    return env
+
+
+def test_serve_on_embedded_defaults_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = embedded_env(tmp_path)
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)],
         env=env,
@@ -49,6 +55,45 @@ def test_serve_on_embedded_defaults_answers_healthz_and_stops_on_sigterm(tmp_pat
     assert code == 0
 
 
+def test_serve_requires_a_token_and_says_how_to_make_the_first(tmp_path: Path) -> None:
+    port = free_port()
+    env = embedded_env(tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: healthz(base, proc), 60, "serve answering /healthz")
+        anonymous = httpx.get(f"{base}/api/v1/tenants")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["code"] == "UNAUTHENTICATED"
+        made = subprocess.run(
+            [*CLI, "token", "create", "--principal", "first", "--platform-admin"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        token = made.stdout.strip()
+        assert token.startswith("aos_") and "\n" not in token, "only the token on stdout"
+        listed = httpx.get(f"{base}/api/v1/tenants", headers={"Authorization": f"Bearer {token}"})
+        assert listed.status_code == 200 and listed.json()["kind"] == "TenantList"
+        cli_env = {**env, "AGENTOS_API_URL": base, "AGENTOS_TOKEN": token}
+        got = subprocess.run(
+            [*CLI, "get", "agents", "-n", "nobody"], env=cli_env, capture_output=True, text=True
+        )
+        assert got.returncode == 0 and got.stdout.startswith("NAME"), got.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert "agentos token create --principal admin --platform-admin" in stderr
+
+
 def test_help_lists_the_commands_of_the_design() -> None:
     out = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60).stdout
     for command in (
@@ -61,6 +106,7 @@ def test_help_lists_the_commands_of_the_design() -> None:
         "relay",
         "db",
         "outbox",
+        "token",
     ):
         assert f" {command} " in out, command
     outbox = subprocess.run([*CLI, "outbox", "--help"], capture_output=True, text=True).stdout

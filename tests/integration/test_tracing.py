@@ -31,6 +31,7 @@ from controlplane.domain.events import EventEnvelope, OutboxState
 from controlplane.observability.tracing import configure_tracing
 from controlplane.outbox.consumer import EventConsumer
 from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.service.tokens import create_token
 from tests.integration.conftest import NatsServer
 from tests.waiting import eventually
 
@@ -105,8 +106,12 @@ async def test_a_request_is_one_trace_through_the_outbox_relay_and_consumer(
 ) -> None:
     # 1. The API request, continuing the caller's trace (W3C traceparent header).
     container = Container(Settings(database_url=pg_url, state_dir=tmp_path / "state"))
+    async with container.uow() as uow:
+        admin = await create_token(uow, "root", platform_admin=True)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(container)), base_url="http://test"
+        transport=httpx.ASGITransport(app=create_app(container)),
+        base_url="http://test",
+        headers={"Authorization": f"Bearer {admin.token}"},
     ) as client:
         answer = await client.put(
             "/api/v1/tenants/team-t/agents/traced",

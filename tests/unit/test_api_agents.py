@@ -11,6 +11,7 @@ from controlplane.api.app import create_app
 from controlplane.bootstrap import Container
 from controlplane.config import Settings
 from controlplane.data import migrate
+from controlplane.service.tokens import create_token
 
 MANIFEST = {
     "apiVersion": "agentos.io/v1alpha1",
@@ -26,8 +27,12 @@ async def client(tmp_path: Path):
     migrate.upgrade(url)
     container = Container(Settings(database_url=url, state_dir=tmp_path / "state"))
     app = create_app(container)
+    async with container.uow() as uow:
+        admin = await create_token(uow, "root", platform_admin=True)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+        headers={"Authorization": f"Bearer {admin.token}"},
     ) as c:
         yield c
     await container.close()

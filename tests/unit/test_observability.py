@@ -32,6 +32,7 @@ from controlplane.observability.tracing import configure_tracing
 from controlplane.runtimes.base import SandboxError, SandboxSpec, SandboxState
 from controlplane.runtimes.instrumented import InstrumentedRuntime, instrument
 from controlplane.runtimes.process import ProcessRuntime
+from controlplane.service.tokens import create_token
 
 CREATED_AT = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 MANIFEST = {
@@ -218,8 +219,12 @@ async def client(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterat
     url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
     migrate.upgrade(url)
     container = Container(Settings(database_url=url, state_dir=tmp_path / "state"))
+    async with container.uow() as uow:
+        admin = await create_token(uow, "root", platform_admin=True)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(container)), base_url="http://test"
+        transport=httpx.ASGITransport(app=create_app(container)),
+        base_url="http://test",
+        headers={"Authorization": f"Bearer {admin.token}"},
     ) as c:
         yield c
     await container.close()
