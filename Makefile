@@ -6,7 +6,8 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
-        test-unit test-integration bench bench-outbox bench-lifecycle k8s-tools proto-containerd clean
+        test-unit test-integration bench bench-outbox bench-lifecycle bench-api k8s-tools proto-containerd \
+        proto-api clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,6 +62,9 @@ bench-lifecycle: bootstrap services ## Create→Ready vs ctr (runc, gVisor), 200
 
 proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd_api stubs from its proto/
 	$(UV) run --frozen python controlplane/runtimes/containerd_api/proto/generate.py
+
+proto-api: bootstrap ## Regenerate controlplane/api/grpc_gen from proto/agentos/ (the gRPC API)
+	$(UV) run --frozen python proto/generate.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
