@@ -52,13 +52,16 @@ test-unit: bootstrap
 test-integration: bootstrap services
 	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration tests/e2e $(PYTEST_ARGS)
 
-bench: bench-outbox bench-lifecycle ## Every benchmark (one JSON line per figure)
+bench: bench-outbox bench-lifecycle bench-api ## Every benchmark (one JSON line per figure)
 
 bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-published latency
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.outbox
 
 bench-lifecycle: bootstrap services ## Create→Ready vs ctr (runc, gVisor), 200 runc agents, simulated 10k
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.lifecycle --with-simulated
+
+bench-api: bootstrap services ## REST creates 200/s and GETs 1,000/s on PostgreSQL vs a bare FastAPI PK SELECT
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.api
 
 proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd_api stubs from its proto/
 	$(UV) run --frozen python controlplane/runtimes/containerd_api/proto/generate.py
