@@ -6,7 +6,8 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
-        test-unit test-integration bench bench-outbox bench-lifecycle k8s-tools proto-containerd crds clean
+        test-unit test-integration bench bench-outbox bench-lifecycle bench-api k8s-tools proto-containerd \
+        proto-api crds clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,7 +54,7 @@ test-unit: bootstrap
 test-integration: bootstrap services
 	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration tests/e2e $(PYTEST_ARGS)
 
-bench: bench-outbox bench-lifecycle ## Every benchmark (one JSON line per figure)
+bench: bench-outbox bench-lifecycle bench-api ## Every benchmark (one JSON line per figure)
 
 bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-published latency
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.outbox
@@ -61,11 +62,17 @@ bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-pu
 bench-lifecycle: bootstrap services ## Create→Ready vs ctr (runc, gVisor), 200 runc agents, simulated 10k
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.lifecycle --with-simulated
 
+bench-api: bootstrap services ## REST creates 200/s and GETs 1,000/s on PostgreSQL vs a bare FastAPI PK SELECT
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.api
+
 proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd_api stubs from its proto/
 	$(UV) run --frozen python controlplane/runtimes/containerd_api/proto/generate.py
 
 crds: bootstrap ## Regenerate deploy/crds/ from the Agent model (controlplane/domain/crd.py)
 	PYTHONPATH=. $(UV) run --frozen python hack/gen-crd.py
+
+proto-api: bootstrap ## Regenerate controlplane/api/grpc_gen from proto/agentos/ (the gRPC API)
+	$(UV) run --frozen python proto/generate.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

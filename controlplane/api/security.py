@@ -68,17 +68,20 @@ def tenant_access(
     method (else PermissionDenied, 403)."""
 
     async def check(request: Request, tenant: TenantName, principal: Caller) -> Principal:
-        if not principal.can_see_tenant(tenant):
-            raise TenantNotFound(f"tenant {tenant!r} not found")
-        needed = read if request.method in READS else write
-        if not principal.has_role(tenant, needed):
-            raise PermissionDenied(
-                f"{principal.name!r} may not {request.method} here: needs role {needed!s} "
-                f"in tenant {tenant!r}"
-            )
+        authorize(principal, tenant, read if request.method in READS else write)
         return principal
 
     return check
+
+
+def authorize(principal: Principal, tenant: str, needed: Role) -> None:
+    """The rule of every tenant-scoped call, REST or gRPC: TenantNotFound when the caller
+    has no role in `tenant` (whatever exists there), PermissionDenied when its role is
+    below `needed`."""
+    if not principal.can_see_tenant(tenant):
+        raise TenantNotFound(f"tenant {tenant!r} not found")
+    if not principal.has_role(tenant, needed):
+        raise PermissionDenied(f"{principal.name!r} needs role {needed!s} in tenant {tenant!r}")
 
 
 async def platform_admin(principal: Caller) -> Principal:

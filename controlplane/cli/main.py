@@ -59,7 +59,8 @@ def serve(
     host: str | None = typer.Option(None, help="Listen address (AGENTOS_HOST)."),
     port: int | None = typer.Option(None, help="Listen port (AGENTOS_PORT)."),
 ) -> None:
-    """Run the API, controller and relay in one process on embedded defaults.
+    """Run the API (REST, and gRPC on AGENTOS_GRPC_PORT), controller and relay in one
+    process on embedded defaults.
 
     The database is migrated to the latest schema first. The relay runs only when
     AGENTOS_NATS_URL is set; otherwise events stay in the outbox. `/metrics` shows every
@@ -71,6 +72,8 @@ def serve(
     import uvicorn
 
     from controlplane.api.app import create_app
+    from controlplane.api.grpc_server import build_server as build_grpc_server
+    from controlplane.api.grpc_server import mark_serving
     from controlplane.bootstrap import Container, stop_on_signals
     from controlplane.cli.outbox import run_relay
     from controlplane.config import get_settings
@@ -99,6 +102,13 @@ def serve(
                 access_log=False,
             )
         )
+        grpc_server = None
+        if settings.grpc_port:
+            grpc_server, health = build_grpc_server(
+                container, f"{host or settings.host}:{settings.grpc_port}"
+            )
+            await grpc_server.start()
+            await mark_serving(health)
         tasks = [
             asyncio.create_task(server.serve()),
             asyncio.create_task(controller.run(stop)),
@@ -113,6 +123,8 @@ def serve(
             typer.echo("AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", err=True)
         await stop.wait()
         server.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
         await asyncio.gather(*tasks, return_exceptions=True)
         for runtime in controller.distinct_runtimes():
             await runtime.close()

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.conftest import free_port
 from tests.waiting import wait_until
@@ -49,6 +51,11 @@ def test_serve_on_embedded_defaults_answers_healthz_and_stops_on_sigterm(tmp_pat
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics")
         assert metrics.status_code == 200 and "python_info" in metrics.text
         assert (tmp_path / "agentos.db").exists(), "the SQLite file is migrated at start"
+        with grpc.insecure_channel(f"127.0.0.1:{env['AGENTOS_GRPC_PORT']}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="agentos.v1.AgentService"), timeout=10
+            )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
