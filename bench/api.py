@@ -23,15 +23,12 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from controlplane.data import migrate
+from bench.database import create_database, drop_database
 from tests.integration.conftest import free_port
 from tests.waiting import wait_until
 
@@ -185,15 +182,9 @@ def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[byt
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     admin_dsn = os.environ["AGENTOS_PG_ADMIN_DSN"]
-    name = f"agentos_bench_api_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = (
-        make_url(os.environ["AGENTOS_DATABASE_URL"])
-        .set(database=name)
-        .render_as_string(hide_password=False)
+    name, url = await create_database(
+        admin_dsn, os.environ["AGENTOS_DATABASE_URL"], "agentos_bench_api"
     )
-    await asyncio.to_thread(migrate.upgrade, url)
     api_port, base_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -267,8 +258,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for proc in (serve, base):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(admin_dsn, name)
     met = (
         creates["p95_ms"] <= GOAL["create_p95_ms"]
         and gets["p95_ms"] <= GOAL["get_p95_ms"]

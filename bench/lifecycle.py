@@ -58,15 +58,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.database import create_database, drop_database
 from controlplane.bootstrap import schema_registry
 from controlplane.controller.reconciler import Controller, ControllerConfig
-from controlplane.data import migrate
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork
@@ -282,20 +280,13 @@ class Plane:
 async def control_plane(
     args: argparse.Namespace, runtime: TimedRuntime, node: Node
 ) -> AsyncIterator[Plane]:
-    admin = await asyncpg.connect(os.environ["AGENTOS_PG_ADMIN_DSN"])
-    name = f"agentos_bench_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    admin_dsn = os.environ["AGENTOS_PG_ADMIN_DSN"]
+    name, url = await create_database(admin_dsn, os.environ["AGENTOS_DATABASE_URL"])
     engine: AsyncEngine | None = None
     nc = None
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
-        url = (
-            make_url(os.environ["AGENTOS_DATABASE_URL"])
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-        await asyncio.to_thread(migrate.upgrade, url)
         engine = create_engine(url)
         # As `agentos serve` configures them (bootstrap.py): defaults but the node.
         controller = Controller(
@@ -315,8 +306,7 @@ async def control_plane(
             await nc.close()
         if engine is not None:
             await engine.dispose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(admin_dsn, name)
 
 
 def agent_manifest(name: str, runtime_class: str, port: int, period_s: float) -> dict[str, Any]:

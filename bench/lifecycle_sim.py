@@ -16,15 +16,12 @@ import os
 import resource
 import sys
 import time
-import uuid
 
-import asyncpg
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
+from bench.database import create_database, drop_database
 from controlplane.bootstrap import schema_registry
 from controlplane.controller.reconciler import Controller, ControllerConfig
-from controlplane.data import migrate
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork
@@ -43,15 +40,7 @@ def log(msg: str) -> None:
 
 async def main(args: argparse.Namespace) -> dict:
     admin_dsn = os.environ["AGENTOS_PG_ADMIN_DSN"]
-    name = f"agentos_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = (
-        make_url(os.environ["AGENTOS_DATABASE_URL"])
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
-    await asyncio.to_thread(migrate.upgrade, url)
+    name, url = await create_database(admin_dsn, os.environ["AGENTOS_DATABASE_URL"])
     engine = create_engine(url, pool_size=20)
     sim = SimulatedRuntime(start_latency_s=args.start_latency_s)
     controller = Controller(
@@ -125,8 +114,7 @@ async def main(args: argparse.Namespace) -> dict:
     if nc:
         await nc.close()
     await engine.dispose()
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
+    await drop_database(admin_dsn, name)
     return {
         "bench": "lifecycle_simulated",
         "agents": args.agents,

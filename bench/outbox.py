@@ -61,8 +61,8 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.database import create_database, drop_database
 from controlplane.bootstrap import schema_registry
-from controlplane.data import migrate
 from controlplane.data.engine import create_engine
 from controlplane.data.outbox_store import OutboxStore
 from controlplane.data.unit_of_work import UnitOfWork
@@ -167,37 +167,6 @@ class PrivatePostgres:
 
 def asyncpg_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def create_database(admin_dsn: str, database_url: str) -> tuple[str, str]:
-    """A new migrated database; returns (name, SQLAlchemy URL)."""
-    name = f"agentos_bench_outbox_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    await asyncio.to_thread(migrate.upgrade, url)
-    return name, url
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    """Drop `name`, retrying for a while: someone may be restarting the shared PostgreSQL."""
-    for attempt in range(30):
-        try:
-            admin = await asyncpg.connect(admin_dsn)
-        except (OSError, asyncpg.PostgresError):
-            if attempt == 29:
-                log(f"could not drop database {name}: drop it by hand")
-                return
-            await asyncio.sleep(1)
-            continue
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-        return
 
 
 class ShortLogs(logging.Filter):
@@ -689,7 +658,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             private_nats = PrivateNats()
             private_nats.start()
             nats_url = private_nats.url
-        name, url = await create_database(admin_dsn, database_url)
+        name, url = await create_database(admin_dsn, database_url, "agentos_bench_outbox")
         log(f"database {name}; nats {'private ' if private_nats else ''}{nats_url}")
         result = await phases(args, url, nats_url)
     finally:
