@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         default=8090, ge=0, le=65535, description="gRPC AgentService port; 0: no gRPC server."
     )
+    components: str = Field(
+        default="api,controller,relay",
+        pattern=r"^(api|controller|relay)(,(api|controller|relay))*$",
+        description="What `agentos serve` runs, comma-separated: `api` (REST, gRPC), "
+        "`controller` (one per database: the reconcile loop and scheduler), `relay` (outbox "
+        "to NATS; several may run). On Kubernetes each is its own Deployment.",
+    )
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 
@@ -80,6 +87,11 @@ class Settings(BaseSettings):
     watch_max_timeout_s: float = Field(
         default=1800.0, gt=0, description="Longest a watch stream stays open."
     )
+
+
+def component_set(settings: Settings) -> set[str]:
+    """`settings.components` as a set of names."""
+    return set(settings.components.split(","))
 
 
 @lru_cache(maxsize=1)

@@ -60,7 +60,7 @@ def serve(
     port: int | None = typer.Option(None, help="Listen port (AGENTOS_PORT)."),
 ) -> None:
     """Run the API (REST, and gRPC on AGENTOS_GRPC_PORT), controller and relay in one
-    process on embedded defaults.
+    process on embedded defaults; AGENTOS_COMPONENTS picks a subset (e.g. `relay`).
 
     The database is migrated to the latest schema first. The relay runs only when
     AGENTOS_NATS_URL is set; otherwise events stay in the outbox. `/metrics` shows every
@@ -76,7 +76,7 @@ def serve(
     from controlplane.api.grpc_server import mark_serving
     from controlplane.bootstrap import Container, stop_on_signals
     from controlplane.cli.outbox import run_relay
-    from controlplane.config import get_settings
+    from controlplane.config import component_set, get_settings
     from controlplane.data import migrate
     from controlplane.observability.inventory import run_inventory
     from controlplane.observability.logging import configure_logging
@@ -91,43 +91,57 @@ def serve(
     async def main() -> None:
         container = Container(settings)
         stop = stop_on_signals()
-        await _first_admin_hint(container)
-        controller = container.build_controller()
-        server = _server_class()(
-            uvicorn.Config(
-                create_app(container),
-                host=host or settings.host,
-                port=port or settings.port,
-                log_config=None,
-                access_log=False,
-            )
-        )
-        grpc_server = None
-        if settings.grpc_port:
-            grpc_server, health = build_grpc_server(
-                container, f"{host or settings.host}:{settings.grpc_port}"
-            )
-            await grpc_server.start()
-            await mark_serving(health)
-        tasks = [
-            asyncio.create_task(server.serve()),
-            asyncio.create_task(controller.run(stop)),
-            asyncio.create_task(run_inventory(container.engine, stop)),
-            asyncio.create_task(
-                purge_periodically(container.uow, settings.idempotency_purge_interval_s, stop)
-            ),
-        ]
-        if settings.nats_url:
-            tasks.append(asyncio.create_task(run_relay(container, stop)))
+        components = component_set(settings)
+        tasks = [asyncio.create_task(run_inventory(container.engine, stop))]
+        controller = None
+        if "controller" in components:
+            controller = container.build_controller()
+            tasks.append(asyncio.create_task(controller.run(stop)))
+        server = grpc_server = None
+        if "api" not in components:
+            # No API: /metrics (and a 200 on any path, for probes) on the same address.
+            from prometheus_client import start_http_server
+
+            start_http_server(port or settings.port, addr=host or settings.host)
         else:
-            typer.echo("AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", err=True)
+            await _first_admin_hint(container)
+            server = _server_class()(
+                uvicorn.Config(
+                    create_app(container),
+                    host=host or settings.host,
+                    port=port or settings.port,
+                    log_config=None,
+                    access_log=False,
+                )
+            )
+            tasks.append(asyncio.create_task(server.serve()))
+            tasks.append(
+                asyncio.create_task(
+                    purge_periodically(container.uow, settings.idempotency_purge_interval_s, stop)
+                )
+            )
+            if settings.grpc_port:
+                grpc_server, health = build_grpc_server(
+                    container, f"{host or settings.host}:{settings.grpc_port}"
+                )
+                await grpc_server.start()
+                await mark_serving(health)
+        if "relay" in components:
+            if settings.nats_url:
+                tasks.append(asyncio.create_task(run_relay(container, stop)))
+            else:
+                typer.echo(
+                    "AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", err=True
+                )
         await stop.wait()
-        server.should_exit = True
+        if server is not None:
+            server.should_exit = True
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         await asyncio.gather(*tasks, return_exceptions=True)
-        for runtime in controller.distinct_runtimes():
-            await runtime.close()
+        if controller is not None:
+            for runtime in controller.distinct_runtimes():
+                await runtime.close()
         await container.close()
 
     asyncio.run(main())
