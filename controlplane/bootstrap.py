@@ -35,6 +35,7 @@ class Container:
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.registry = schema_registry()
         self.controller: Controller | None = None
+        self._runtimes: dict[str, Runtime] | None = None
 
     def notify(self, agent_id: str) -> None:
         """Tell the in-process controller (if any) that an agent changed."""
@@ -48,8 +49,10 @@ class Container:
 
     def runtimes(self) -> dict[str, Runtime]:
         """Runtime backends by runtime class, from AGENTOS_RUNTIME (DESIGN §5), each wrapped
-        in InstrumentedRuntime (metrics and spans per operation)."""
-        return instrument(self._backends())
+        in InstrumentedRuntime (metrics and spans per operation). Built once."""
+        if self._runtimes is None:
+            self._runtimes = instrument(self._backends())
+        return self._runtimes
 
     def _backends(self) -> dict[str, Runtime]:
         s = self.settings
@@ -57,6 +60,11 @@ class Container:
         if s.runtime == "simulated":
             sim = SimulatedRuntime(s.simulated_start_latency_s)
             return {"runc": sim, "gvisor": sim, "process": sim}
+        if s.runtime == "kubernetes":
+            from controlplane.runtimes.kubernetes import KubernetesRuntime
+
+            kube = KubernetesRuntime.from_env(s.kubernetes_scheduler_name)
+            return {"runc": kube, "gvisor": kube, "process": kube}
         if s.runtime == "containerd":
             from controlplane.runtimes.containerd import ContainerdRuntime
 
@@ -66,10 +74,13 @@ class Container:
 
     def build_controller(self) -> Controller:
         s = self.settings
+        runtimes = self.runtimes()
+        # Kubernetes: the cluster's Nodes are the nodes; elsewhere this host is the one node.
+        node_source = getattr(runtimes["runc"], "nodes", None) if "runc" in runtimes else None
         self.controller = Controller(
             self.engine,
             self.registry,
-            self.runtimes(),
+            runtimes,
             ControllerConfig(
                 workers=s.controller_workers,
                 require_published=bool(s.nats_url),
@@ -77,6 +88,7 @@ class Container:
                     Node(s.node_name, s.node_cpu_millis, s.node_memory_bytes, s.node_max_agents)
                 ],
                 restart_backoff_base_s=s.restart_backoff_base_s,
+                node_source=node_source,
             ),
         )
         return self.controller

@@ -17,6 +17,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_SQLITE_PATH = Path("agentos.db")
 
 
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _pod_namespace() -> str | None:
+    """The namespace of the Pod this runs in (its ServiceAccount's), if any."""
+    try:
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class Settings(BaseSettings):
     """Agent OS settings, read from `AGENTOS_*` environment variables."""
 
@@ -30,7 +41,13 @@ class Settings(BaseSettings):
     runtime: Literal["containerd", "process", "kubernetes", "simulated"] = Field(
         default="process",
         description="Backend for the container runtime classes (runc, gvisor); the `process` "
-        "class always runs as a plain child process. `simulated` is for benchmarks only.",
+        "class runs as a plain child process, except on `kubernetes`, where every class is a "
+        "Pod (`process`: the node's default runtime). `simulated` is for benchmarks only.",
+    )
+    kubernetes_scheduler_name: str = Field(
+        default="agentos",
+        description="With AGENTOS_RUNTIME=kubernetes: the schedulerName of agent Pods (no other "
+        "scheduler binds them; the controller does, through pods/binding).",
     )
     state_dir: Path = Field(default=Path(".agentos"), description="Sandbox state and logs.")
     simulated_start_latency_s: float = 0.0
@@ -55,6 +72,22 @@ class Settings(BaseSettings):
         "`controller` (one per database: the reconcile loop and scheduler), `relay` (outbox "
         "to NATS; several may run). On Kubernetes each is its own Deployment.",
     )
+    # Kubernetes operator (`agentos operator`).
+    operator_namespace: str = Field(
+        default_factory=lambda: _pod_namespace() or "agentos-system",
+        description="Namespace of the operator's Lease (default: the Pod's own namespace).",
+    )
+    operator_lease: str = Field(default="agentos-operator", min_length=1)
+    operator_namespaces: str = Field(
+        default="",
+        description="Comma-separated namespaces whose Agents the operator serves; empty: "
+        "every namespace (cluster-wide).",
+    )
+    operator_lease_duration_s: int = Field(default=15, ge=2)
+    operator_renew_deadline_s: float = Field(default=10.0, gt=0)
+    operator_retry_period_s: float = Field(default=2.0, gt=0)
+    operator_health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet
+    operator_health_port: int = Field(default=8081, ge=0, le=65535)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 

@@ -27,12 +27,6 @@ app.add_typer(describe_app, name="describe")
 app.add_typer(delete_app, name="delete")
 
 
-def not_built(what: str, issue: int) -> None:
-    """Say plainly that a command is not built yet, and exit 2."""
-    typer.echo(f"agentos {what}: not built yet (tracked in issue {issue}).", err=True)
-    raise typer.Exit(code=2)
-
-
 @app.command()
 def version() -> None:
     """Print the Agent OS version."""
@@ -176,8 +170,21 @@ app.add_typer(_tokens.token_app, name="token")
 
 @app.command()
 def operator() -> None:
-    """Run the Kubernetes operator (kopf) that mirrors Agent CRs."""
-    not_built("operator", 6)
+    """Run the Kubernetes operator: Agent resources ↔ the control plane (kopf), one active
+    replica through the Lease AGENTOS_OPERATOR_LEASE in AGENTOS_OPERATOR_NAMESPACE.
+
+    Needs AGENTOS_DATABASE_URL (the control plane's database) and Kubernetes credentials
+    ($KUBECONFIG, or the Pod's ServiceAccount). Exits 1 when leadership is lost.
+    """
+    import asyncio
+
+    from controlplane.config import get_settings
+    from controlplane.observability.logging import configure_logging
+    from operators.agent.operator import run_operator
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    raise typer.Exit(asyncio.run(run_operator(settings)))
 
 
 from controlplane.cli import outbox as _outbox  # noqa: E402  (registers `relay`, `db`, `outbox`)

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,6 +73,9 @@ class ControllerConfig:
     # when no relay runs (embedded mode): there, events stay in the outbox by design.
     require_published: bool = True
     nodes: list[Node] = field(default_factory=list)
+    # Where the nodes come from when they are not fixed (the Kubernetes runtime's Nodes);
+    # called once per scheduling pass.
+    node_source: Callable[[], Awaitable[list[Node]]] | None = None
 
 
 def sandbox_hash(spec: AgentSpec) -> str:
@@ -101,6 +104,10 @@ def sandbox_spec(record: AgentRecord, sandbox_id: str) -> SandboxSpec:
         memory_bytes=memory_bytes(mem) if mem else 0,
         config=dict(spec.config),
         probe=probe_spec(spec),
+        request_cpu_millis=spec.resources.request_cpu_millis(),
+        request_memory_bytes=spec.resources.request_memory_bytes(),
+        node=record.status.node or "",
+        annotations=dict(record.annotations),
     )
 
 
@@ -142,6 +149,12 @@ class Controller:
         self._reads: Batcher[str, AgentRecord | None] = Batcher(self._read_agents)
         self._writes: Batcher[svc.StatusChange, AgentRecord] = Batcher(self._write_changes)
         self._unpublished: Batcher[str, int] = Batcher(self._count_unpublished)
+        for runtime in self.distinct_runtimes():
+            # A runtime that can tell when its sandboxes or capacity change (Kubernetes: its
+            # watches) wakes the controller instead of waiting for the next poll.
+            subscribe = getattr(runtime, "subscribe", None)
+            if subscribe is not None:
+                subscribe(self.notify, self.want_schedule)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self._engine, self._registry, principal="system:controller")
@@ -290,9 +303,12 @@ class Controller:
                     )
                 ).all()
             )
-        nodes = [
-            Node(n.name, n.cpu_millis, n.memory_bytes, n.max_agents) for n in self.config.nodes
-        ]
+        if self.config.node_source is not None:
+            nodes = await self.config.node_source()
+        else:
+            nodes = [
+                Node(n.name, n.cpu_millis, n.memory_bytes, n.max_agents) for n in self.config.nodes
+            ]
         by_node = {n.name: n for n in nodes}
         usage = {
             name: TenantUsage(
@@ -402,7 +418,12 @@ class Controller:
         return self.config.unschedulable_retry_s
 
     async def _scheduled(self, record: AgentRecord) -> float | None:
-        sandbox_id = f"{record.tenant}-{record.name}-{record.id[:8]}-{record.status.restartCount}"
+        # Unique per agent, generation and restart: a replacement never reuses the name of a
+        # sandbox that may still be going away (a Pod terminating under the same name).
+        sandbox_id = (
+            f"{record.tenant}-{record.name}-{record.id[:8]}"
+            f"-{record.generation}-{record.status.restartCount}"
+        )
         starting = await self._move(
             record,
             Phase.STARTING,

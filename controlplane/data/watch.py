@@ -115,23 +115,24 @@ class OutboxFeed:
         after: int,
         upto: int,
         *,
-        tenant: str,
+        tenant: str | None,
         aggregate_type: str,
         limit: int = 1000,
     ) -> list[FeedEvent]:
-        """Events of `aggregate_type` in `tenant` with `after` < id <= `upto`, in id order,
-        at most `limit` (the caller continues from the last id it got)."""
+        """Events of `aggregate_type` in `tenant` (None: every tenant) with `after` < id <=
+        `upto`, in id order, at most `limit` (the caller continues from the last id it got)."""
         query = (
             select(outbox)
             .where(
                 outbox.c.id > after,
                 outbox.c.id <= upto,
-                outbox.c.tenant_id == tenant,
                 outbox.c.aggregate_type == aggregate_type,
             )
             .order_by(outbox.c.id)
             .limit(limit)
         )
+        if tenant is not None:
+            query = query.where(outbox.c.tenant_id == tenant)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [

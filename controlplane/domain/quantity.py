@@ -45,3 +45,28 @@ def memory_bytes(quantity: str) -> int:
         raise ValueError(f"{quantity!r} is not a number") from exc
     factor = _BINARY.get(suffix) or _DECIMAL.get(suffix) or 1
     return int(value * factor)
+
+
+_ANY_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+
+
+def parse_quantity(quantity: str) -> Decimal:
+    """Any Kubernetes quantity as the apiserver writes it (`1k`, `3800m`, `16264020Ki`,
+    `1e3`) → its value as a Decimal (`3800m` → 3.8). For what nodes report, whose forms are
+    wider than what an Agent may request.
+
+    Raises ValueError if `quantity` is not a quantity.
+    """
+    match = _ANY_QUANTITY.fullmatch(quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        value = Decimal(number)
+    except InvalidOperation as exc:
+        raise ValueError(f"{quantity!r} is not a number") from exc
+    if suffix == "m":
+        return value / 1000
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return value * Decimal(10) ** int(suffix[1:])
+    return value * (_BINARY.get(suffix) or _DECIMAL.get(suffix) or 1)

@@ -200,6 +200,23 @@ RUNTIME_OPERATION_DURATION = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+# -- Kubernetes operator ----------------------------------------------------------------------
+
+OPERATOR_LEADER = Gauge(
+    "agentos_operator_leader",
+    "1 while this operator holds the Lease and acts, 0 while it stands by.",
+)
+OPERATOR_APPLIES = Counter(
+    "agentos_operator_applies_total",
+    "Agent resources applied to the control plane, by result (changed, unchanged, refused, retry).",
+    ["result"],
+)
+OPERATOR_STATUS_PATCHES = Counter(
+    "agentos_operator_status_patches_total",
+    "Status writes to Agent resources, by result (ok, gone, error).",
+    ["result"],
+)
+
 # -- API --------------------------------------------------------------------------------------
 
 API_REQUESTS = Counter(

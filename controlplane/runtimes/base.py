@@ -41,9 +41,11 @@ class ProbeSpec:
 class SandboxSpec:
     """Everything a runtime needs to run one agent.
 
-    `cpu_millis` / `memory_bytes` are limits (0: none). `config` is written as JSON to a file
-    whose path the agent finds in `$AGENTOS_CONFIG_FILE`; `$AGENTOS_HEARTBEAT_FILE` names
-    the file a heartbeat agent touches.
+    `cpu_millis` / `memory_bytes` are limits (0: none); `request_*` what the scheduler
+    reserved. `config` is written as JSON to a file whose path the agent finds in
+    `$AGENTOS_CONFIG_FILE`; `$AGENTOS_HEARTBEAT_FILE` names the file a heartbeat agent
+    touches. `node` is where the scheduler placed it (runtimes with several nodes bind there);
+    `annotations` are the agent's (e.g. the uid of the Agent custom resource it mirrors).
     """
 
     sandbox_id: str
@@ -59,6 +61,10 @@ class SandboxSpec:
     memory_bytes: int = 0
     config: dict[str, Any] = field(default_factory=dict)
     probe: ProbeSpec | None = None
+    request_cpu_millis: int = 0
+    request_memory_bytes: int = 0
+    node: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def labels(self) -> dict[str, str]:
         return {LABEL_MANAGED: "true", LABEL_AGENT_ID: self.agent_id, LABEL_TENANT: self.tenant}

@@ -36,6 +36,10 @@ from controlplane.service.idempotency import begin as idempotency_begin
 from controlplane.service.idempotency import remember as idempotency_remember
 
 AGGREGATE = "agent"
+# An agent mirrored from an Agent custom resource carries the resource's uid and the
+# generation last applied (Kubernetes: metadata.uid, metadata.generation).
+KUBERNETES_UID = "agentos.io/kubernetes-uid"
+KUBERNETES_GENERATION = "agentos.io/kubernetes-generation"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,40 @@ async def apply_agent(
     result = await _apply(uow, tenant, manifest, create_only, expected_resource_version)
     await uow.commit()
     return result
+
+
+@traced("service.apply_from_kubernetes")
+async def apply_from_kubernetes(
+    uow: UnitOfWork, tenant: str, manifest: dict[str, Any], *, uid: str, generation: int
+) -> ApplyResult:
+    """Apply the Agent custom resource `uid` at `generation` (the operator's use case), keyed
+    by uid and generation so a repeated or late delivery changes nothing: a generation at or
+    below the one applied is a no-op. Commits.
+
+    Raises as `apply_agent`, and Conflict when the name is held by an agent of another
+    resource (an earlier one of that name still being deleted: retry) or by one not made
+    from Kubernetes (AlreadyExists: Kubernetes does not adopt it).
+    """
+    name = str((manifest.get("metadata") or {}).get("name", ""))
+    existing = await uow.agents.find(tenant, name) if name else None
+    if existing is not None:
+        held = existing.annotations.get(KUBERNETES_UID)
+        if held is None:
+            raise AlreadyExists(
+                f"agent {name!r} in tenant {tenant!r} exists and was not made from Kubernetes"
+            )
+        if held != uid:
+            raise Conflict(f"agent {name!r} still belongs to an earlier Agent (uid {held})")
+        if int(existing.annotations.get(KUBERNETES_GENERATION, "0")) >= generation:
+            await uow.commit()
+            return ApplyResult(existing, created=False, changed=False)
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        KUBERNETES_UID: uid,
+        KUBERNETES_GENERATION: str(generation),
+    }
+    return await apply_agent(uow, tenant, {**manifest, "metadata": metadata})
 
 
 @dataclass(frozen=True)

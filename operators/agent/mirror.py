@@ -1,0 +1,267 @@
+"""Both directions between Agent custom resources and the control plane.
+
+Into the control plane: `manifest_from_resource` keeps what the user declared (name, labels,
+annotations, spec) and drops what Kubernetes and kopf add; the service layer keys the apply
+by the resource's uid and generation (service.agents.apply_from_kubernetes).
+
+Back to Kubernetes: `StatusMirror` follows the outbox as a change feed (data.watch: ordered,
+never skipping a row of a transaction still open) and, for every agent that came from a
+resource, patches `.status` (phase, reason, message, conditions, observedGeneration, node,
+…) through the status subresource and posts an Event on each phase transition. Status
+patches are coalesced per agent (only the latest state is written) and run concurrently;
+the uid travels in the patch as a precondition, so a status never lands on a newer resource
+of the same name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterable
+from typing import Any, cast
+
+import structlog
+from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Event
+from lightkube.types import PatchType
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controlplane.data.agents import AgentRepository
+from controlplane.data.watch import OutboxFeed
+from controlplane.domain.events import rfc3339, utcnow
+from controlplane.domain.records import AgentRecord
+from controlplane.observability import metrics as obs
+from controlplane.service.agents import AGGREGATE, KUBERNETES_GENERATION, KUBERNETES_UID
+
+log = structlog.get_logger("agentos.operator.mirror")
+
+AgentResource = create_namespaced_resource("agentos.io", "v1alpha1", "Agent", "agents")
+# Annotations that are Kubernetes' or kopf's bookkeeping, not the user's.
+FOREIGN_ANNOTATION_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/")
+COMPONENT = "agentos-operator"
+
+
+def manifest_from_resource(body: dict[str, Any]) -> dict[str, Any]:
+    """The control-plane manifest of an Agent resource: its declared part only."""
+    meta = body.get("metadata") or {}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith(FOREIGN_ANNOTATION_PREFIXES)
+    }
+    return {
+        "apiVersion": body.get("apiVersion", "agentos.io/v1alpha1"),
+        "kind": body.get("kind", "Agent"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": annotations,
+        },
+        "spec": body.get("spec") or {},
+    }
+
+
+def kubernetes_generation(record: AgentRecord) -> int | None:
+    """The resource generation the control plane has acted on, or None while it has not yet
+    observed its latest spec (the control plane's own generation differs from the
+    resource's: it moves only when the spec does)."""
+    applied = record.annotations.get(KUBERNETES_GENERATION)
+    if applied is None or record.status.observedGeneration != record.generation:
+        return None
+    return int(applied)
+
+
+def resource_status(record: AgentRecord) -> dict[str, Any]:
+    """`.status` of the Agent resource from the control plane's record (Kubernetes API
+    conventions: conditions' observedGeneration in the resource's generations)."""
+    status = record.status
+    observed = kubernetes_generation(record)
+    conditions = []
+    for c in status.conditions:
+        condition = {k: v for k, v in c.items() if k != "observedGeneration"}
+        if observed is not None and c.get("observedGeneration") == record.generation:
+            condition["observedGeneration"] = observed
+        conditions.append(condition)
+    out: dict[str, Any] = {
+        "phase": status.phase,
+        "reason": status.reason,
+        "message": status.message,
+        "conditions": conditions,
+        "node": status.node,
+        "runtimeClass": status.runtimeClass,
+        "sandboxID": status.sandboxID,
+        "restartCount": status.restartCount,
+        "startedAt": status.startedAt,
+        "readyAt": status.readyAt,
+        "agentID": record.id,
+    }
+    if observed is not None:
+        out["observedGeneration"] = observed
+    return out
+
+
+class StatusMirror:
+    """Control plane → Agent resources (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        client: AsyncClient,
+        *,
+        poll_s: float = 0.1,
+        concurrency: int = 16,
+        namespaces: Iterable[str] = (),
+    ) -> None:
+        """`namespaces`: mirror only agents of these tenants (empty: every tenant)."""
+        self._engine = engine
+        self._client = client
+        self._namespaces = frozenset(namespaces)
+        self._feed = OutboxFeed(engine)
+        self._poll_s = poll_s
+        self._concurrency = concurrency
+        self._dirty: dict[str, None] = {}  # agent ids, in order of first change
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def mark(self, agent_ids: Iterable[str]) -> None:
+        """Write these agents' status soon."""
+        for agent_id in agent_ids:
+            self._dirty[agent_id] = None
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Mirror until `stop`: every agent once at start (resync), then every change."""
+        cursor = await self._feed.current_horizon()
+        async with self._engine.connect() as conn:
+            everyone = await AgentRepository(conn).list()
+        self.mark(a.id for a in everyone if self._ours(a))
+        tasks = [asyncio.create_task(self._patcher(stop)) for _ in range(self._concurrency)]
+        tasks += [asyncio.create_task(self._poster(stop)) for _ in range(4)]
+        try:
+            while not stop.is_set():
+                cursor = await self._follow(cursor)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._poll_s)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _ours(self, record: AgentRecord) -> bool:
+        """Made from an Agent resource in a namespace this operator serves."""
+        if KUBERNETES_UID not in record.annotations:
+            return False
+        return not self._namespaces or record.tenant in self._namespaces
+
+    async def _follow(self, cursor: int) -> int:
+        try:
+            upto = await self._feed.horizon(cursor)
+            while cursor < upto:
+                batch = await self._feed.read(cursor, upto, tenant=None, aggregate_type=AGGREGATE)
+                if not batch:
+                    break
+                cursor = batch[-1].id
+                for ev in batch:
+                    if ev.event_type == "agent.phase_changed":
+                        self._events.put_nowait((ev.aggregate_id, ev.payload))
+                self.mark(ev.aggregate_id for ev in batch if ev.event_type != "agent.deleted")
+        except Exception as exc:
+            log.warning("change feed read failed", error=f"{type(exc).__name__}: {exc}")
+        return cursor
+
+    async def _take(self, limit: int) -> list[str]:
+        while not self._dirty:
+            self._wake.clear()
+            await self._wake.wait()
+        taken = list(self._dirty)[:limit]
+        for agent_id in taken:
+            del self._dirty[agent_id]
+        return taken
+
+    async def _patcher(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            agent_ids = await self._take(limit=32)
+            try:
+                async with self._engine.connect() as conn:
+                    records = await AgentRepository(conn).by_ids(agent_ids)
+                for record in records.values():
+                    if self._ours(record):
+                        await self._patch_status(record)
+            except Exception as exc:
+                log.warning("status mirror failed", error=f"{type(exc).__name__}: {exc}")
+                self.mark(agent_ids)  # retried on the next round
+                await asyncio.sleep(0.5)
+
+    async def _patch_status(self, record: AgentRecord) -> None:
+        patch = {
+            "metadata": {"uid": record.annotations[KUBERNETES_UID]},
+            "status": resource_status(record),
+        }
+        try:
+            await self._client.patch(
+                AgentResource.Status,
+                record.name,
+                patch,
+                namespace=record.tenant,
+                patch_type=PatchType.MERGE,
+            )
+            obs.OPERATOR_STATUS_PATCHES.labels("ok").inc()
+        except ApiError as exc:
+            # 404: the resource is gone; 409: the name now belongs to a newer resource.
+            if exc.status.code not in (404, 409):
+                obs.OPERATOR_STATUS_PATCHES.labels("error").inc()
+                raise
+            obs.OPERATOR_STATUS_PATCHES.labels("gone").inc()
+
+    async def _poster(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = [await self._events.get()]
+            while len(batch) < 64 and not self._events.empty():
+                batch.append(self._events.get_nowait())
+            try:
+                async with self._engine.connect() as conn:
+                    records = await AgentRepository(conn).by_ids({a for a, _ in batch})
+                for agent_id, payload in batch:
+                    record = records.get(agent_id)
+                    if record is not None and self._ours(record):
+                        await self._post_event(record, payload)
+            except Exception as exc:
+                log.warning("event post failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _post_event(self, record: AgentRecord, payload: dict[str, Any]) -> None:
+        """A core/v1 Event on the Agent resource for one transition (`kubectl describe`)."""
+        now = rfc3339(utcnow())
+        to_phase = payload.get("to_phase")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{record.name}.{uuid.uuid4().hex[:12]}",
+                "namespace": record.tenant,
+            },
+            "involvedObject": {
+                "apiVersion": "agentos.io/v1alpha1",
+                "kind": "Agent",
+                "name": record.name,
+                "namespace": record.tenant,
+                "uid": record.annotations[KUBERNETES_UID],
+            },
+            "reason": payload.get("reason") or str(to_phase),
+            "message": f"{payload.get('from_phase') or '-'} → {to_phase}: "
+            f"{payload.get('message') or ''}".strip(),
+            "type": "Warning" if to_phase == "Failed" else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._client.create(cast(Event, Event.from_dict(body)))
+        except ApiError as exc:
+            if exc.status.code != 404:  # namespace gone
+                raise
