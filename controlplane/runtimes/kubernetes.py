@@ -34,6 +34,7 @@ import json
 from collections.abc import Callable
 from typing import Any, cast
 
+import msgspec
 import structlog
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
@@ -470,6 +471,10 @@ class KubernetesRuntime:
         try:
             target = cast(PodBinding, PodBinding.from_dict(binding))
             await self._client.create(target, name=sandbox_id, namespace=meta["namespace"])
+        except msgspec.ValidationError:
+            # The apiserver answers a binding with a Status (201 Success), which lightkube
+            # tries to read as a Binding; the request itself succeeded.
+            pass
         except ApiError as exc:
             # 409: bound already (by an earlier attempt whose answer was lost).
             if exc.status.code != 409:

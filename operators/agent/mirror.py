@@ -10,7 +10,8 @@ resource, patches `.status` (phase, reason, message, conditions, observedGenerat
 …) through the status subresource and posts an Event on each phase transition. Status
 patches are coalesced per agent (only the latest state is written) and run concurrently;
 the uid travels in the patch as a precondition, so a status never lands on a newer resource
-of the same name.
+of the same name. A status write without a transition writes no event: a poll of the
+agents' resourceVersions finds those.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data.agents import AgentRepository
+from controlplane.data.tables import agents as agents_table
 from controlplane.data.watch import OutboxFeed
 from controlplane.domain.events import rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
@@ -114,6 +117,7 @@ class StatusMirror:
         poll_s: float = 0.1,
         concurrency: int = 16,
         namespaces: Iterable[str] = (),
+        versions_poll_s: float = 0.5,
     ) -> None:
         """`namespaces`: mirror only agents of these tenants (empty: every tenant)."""
         self._engine = engine
@@ -123,6 +127,9 @@ class StatusMirror:
         self._poll_s = poll_s
         self._concurrency = concurrency
         self._dirty: dict[str, None] = {}  # agent ids, in order of first change
+        self._inflight: set[str] = set()  # agent ids a patcher is writing
+        self._versions: dict[str, int] = {}  # agent id → resourceVersion last seen
+        self._versions_poll_s = versions_poll_s
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
@@ -137,9 +144,11 @@ class StatusMirror:
         cursor = await self._feed.current_horizon()
         async with self._engine.connect() as conn:
             everyone = await AgentRepository(conn).list()
+        self._versions = {a.id: a.resource_version for a in everyone}
         self.mark(a.id for a in everyone if self._ours(a))
         tasks = [asyncio.create_task(self._patcher(stop)) for _ in range(self._concurrency)]
         tasks += [asyncio.create_task(self._poster(stop)) for _ in range(4)]
+        tasks.append(asyncio.create_task(self._poll_versions(stop)))
         try:
             while not stop.is_set():
                 cursor = await self._follow(cursor)
@@ -149,6 +158,26 @@ class StatusMirror:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _poll_versions(self, stop: asyncio.Event) -> None:
+        """Status writes without a phase change (observedGeneration, conditions) write no
+        event; a changed resourceVersion finds them."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._versions_poll_s)
+            try:
+                async with self._engine.connect() as conn:
+                    rows = (
+                        await conn.execute(
+                            select(agents_table.c.id, agents_table.c.resource_version)
+                        )
+                    ).all()
+            except Exception as exc:
+                log.warning("version poll failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            current = {agent_id: int(version) for agent_id, version in rows}
+            self.mark(a for a, v in current.items() if self._versions.get(a) != v)
+            self._versions = current
 
     def _ours(self, record: AgentRecord) -> bool:
         """Made from an Agent resource in a namespace this operator serves."""
@@ -160,10 +189,10 @@ class StatusMirror:
         try:
             upto = await self._feed.horizon(cursor)
             while cursor < upto:
-                batch = await self._feed.read(cursor, upto, tenant=None, aggregate_type=AGGREGATE)
-                if not batch:
-                    break
-                cursor = batch[-1].id
+                batch = await self._feed.read(
+                    cursor, upto, tenant=None, aggregate_type=AGGREGATE, limit=1000
+                )
+                cursor = batch[-1].id if len(batch) == 1000 else upto
                 for ev in batch:
                     if ev.event_type == "agent.phase_changed":
                         self._events.put_nowait((ev.aggregate_id, ev.payload))
@@ -173,12 +202,17 @@ class StatusMirror:
         return cursor
 
     async def _take(self, limit: int) -> list[str]:
-        while not self._dirty:
+        """Up to `limit` dirty agents that no other patcher holds: one writer per agent, so
+        an older status never lands after a newer one."""
+        while True:
+            taken = [a for a in self._dirty if a not in self._inflight][:limit]
+            if taken:
+                break
             self._wake.clear()
             await self._wake.wait()
-        taken = list(self._dirty)[:limit]
         for agent_id in taken:
             del self._dirty[agent_id]
+            self._inflight.add(agent_id)
         return taken
 
     async def _patcher(self, stop: asyncio.Event) -> None:
@@ -194,6 +228,10 @@ class StatusMirror:
                 log.warning("status mirror failed", error=f"{type(exc).__name__}: {exc}")
                 self.mark(agent_ids)  # retried on the next round
                 await asyncio.sleep(0.5)
+            finally:
+                self._inflight.difference_update(agent_ids)
+                if self._dirty:
+                    self._wake.set()  # what was marked while held is free again
 
     async def _patch_status(self, record: AgentRecord) -> None:
         patch = {
