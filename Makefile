@@ -39,7 +39,7 @@ k8s-tools: ## Build kube-apiserver, kubectl, kwok and helm from their Go modules
 lint: bootstrap ## ruff (lint + format check) and mypy (strict for controlplane/domain)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy controlplane
+	$(UV) run --frozen mypy controlplane operators
 
 format: bootstrap
 	$(UV) run --frozen ruff format .

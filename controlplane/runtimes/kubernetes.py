@@ -368,6 +368,7 @@ class KubernetesRuntime:
         self._by_sandbox: dict[str, tuple[str, str]] = {}
         self._sandbox_listeners: list[Callable[[str], None]] = []
         self._capacity_listeners: list[Callable[[], None]] = []
+        self._capacities: dict[str, Node | None] = {}  # node name → what it offered last
 
     @classmethod
     def from_env(cls, scheduler_name: str = SCHEDULER_NAME) -> KubernetesRuntime:
@@ -403,6 +404,13 @@ class KubernetesRuntime:
                 capacity_listener()
 
     def _node_changed(self, node: dict[str, Any], deleted: bool) -> None:
+        # Kubelets (and KWOK) rewrite node status every few seconds; only a change in what
+        # the scheduler can place there is worth a scheduling pass.
+        name = node["metadata"]["name"]
+        capacity = None if deleted else node_capacity(node)
+        if self._capacities.get(name) == capacity and name in self._capacities:
+            return
+        self._capacities[name] = capacity
         for listener in self._capacity_listeners:
             listener()
 

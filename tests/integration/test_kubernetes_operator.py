@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -280,7 +281,7 @@ async def test_hundred_nodes_and_thousand_agents_overcommit_no_node_and_quotas_h
     stack: Stack, db: AsyncEngine, pg_url: str
 ) -> None:
     rng = random.Random(6)
-    prefix = f"cap{rng.randrange(16**5):05x}"
+    prefix = f"cap{uuid.uuid4().hex[:6]}"
     shapes = [
         kc.NodeShape(f"{rng.choice([1, 2, 4])}", f"{rng.choice([1, 2, 4])}Gi", rng.choice([5, 10]))
         for _ in range(100)
@@ -329,7 +330,12 @@ async def test_hundred_nodes_and_thousand_agents_overcommit_no_node_and_quotas_h
                 return None
             return found
 
-        records = await eventually(settled, 240, "1,000 agents Ready or Unschedulable")
+        try:
+            records = await eventually(settled, 240, "1,000 agents Ready or Unschedulable")
+        except AssertionError:
+            found = [r for t in tenants for r in await records_of(db, t)]
+            states = Counter((r.phase, r.status.reason) for r in found)
+            raise AssertionError(f"not settled: {len(found)} agents, {dict(states)}") from None
         ready = [r for r in records if r.phase == "Ready"]
         assert len(ready) > 300, "too few placed for the test to mean anything"
         assert len(ready) < 1000, "capacity was meant to run out"
