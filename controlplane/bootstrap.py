@@ -63,7 +63,7 @@ class Container:
         if s.runtime == "kubernetes":
             from controlplane.runtimes.kubernetes import KubernetesRuntime
 
-            kube = KubernetesRuntime.from_env(s.kubernetes_scheduler_name)
+            kube = KubernetesRuntime.from_env(s.kubernetes_scheduler_name, s.instance)
             return {"runc": kube, "gvisor": kube, "process": kube}
         if s.runtime == "containerd":
             from controlplane.runtimes.containerd import ContainerdRuntime

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         "class runs as a plain child process, except on `kubernetes`, where every class is a "
         "Pod (`process`: the node's default runtime). `simulated` is for benchmarks only.",
     )
+    instance: str = Field(
+        default="agentos",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Names this installation (its database). Its Pods carry the label "
+        "agentos.io/instance; the controller removes leaked Pods of its own instance only.",
+    )
     kubernetes_scheduler_name: str = Field(
         default="agentos",
         description="With AGENTOS_RUNTIME=kubernetes: the schedulerName of agent Pods (no other "

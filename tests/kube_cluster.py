@@ -267,11 +267,14 @@ def base_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def controller_process(database_url: str, kubeconfig: Path, log_path: Path) -> AgentOS:
+def controller_process(
+    database_url: str, kubeconfig: Path, log_path: Path, instance: str
+) -> AgentOS:
     """The control plane's controller on the Kubernetes runtime, as ServiceAccount
-    agentos-controller."""
+    agentos-controller, its Pods labelled with `instance` (see remove_instance_pods)."""
     env = base_env(database_url)
     env.update(
+        AGENTOS_INSTANCE=instance,
         KUBECONFIG=str(kubeconfig),
         AGENTOS_RUNTIME="kubernetes",
         AGENTOS_COMPONENTS="controller",
@@ -305,6 +308,24 @@ def operator_process(
         AGENTOS_OPERATOR_HEALTH_PORT=str(free_port()),
     )
     return AgentOS(["operator"], env, log_path)
+
+
+def new_instance() -> str:
+    """A fresh installation name: tests and benchmarks share one apiserver."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def remove_instance_pods(instance: str) -> None:
+    """Delete every Pod of `instance` at once (KWOK would otherwise keep running them)."""
+    kubectl(
+        "delete", "pods", "-A", "-l", f"agentos.io/instance={instance}",
+        "--grace-period=0", "--force", "--wait=false", check=False,
+    )  # fmt: skip
+
+
+def wait_started(process: AgentOS, line: str = "controller started", timeout_s: float = 60) -> None:
+    """Wait until `process` logged `line` (the controller has swept and listed)."""
+    wait_until(lambda: line in process.log(), timeout_s, f"{process.args[0]}: {line!r}")
 
 
 def lease_holder() -> str | None:

@@ -20,10 +20,12 @@ Pod phase and the Ready condition drive the lifecycle: Pending and unbound → C
 or Running → RUNNING (Ready when the Pod's Ready condition is True, i.e. the kubelet's
 readiness probe, built from `spec.readiness`, passes), Succeeded/Failed → EXITED.
 
-One informer (list, then watch, relisting after an error) keeps every Pod in a cache: the
-managed ones answer `status`/`probe` without a request, the others count against their
-node's free capacity. Nodes are cached the same way; `nodes()` gives the scheduler each
-Ready, schedulable node's allocatable cpu, memory and pods minus what foreign Pods request.
+One informer (list, then watch, relisting after an error) keeps every Pod in a cache: this
+installation's (labels `agentos.io/managed` and `agentos.io/instance`) answer
+`status`/`probe` without a request and are the only ones the leak sweep may remove; every
+other Pod counts against its node's free capacity. Nodes are cached the same way; `nodes()`
+gives the scheduler each Ready, schedulable node's allocatable cpu, memory and pods minus
+what foreign Pods request.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from controlplane.scheduler.admission import Node
 log = structlog.get_logger("agentos.runtime.kubernetes")
 
 SCHEDULER_NAME = "agentos"
+LABEL_INSTANCE = "agentos.io/instance"
+DEFAULT_INSTANCE = "agentos"
 ANNOTATION_NODE = "agentos.io/node"
 ANNOTATION_CONFIG = "agentos.io/config"
 ANNOTATION_KUBERNETES_UID = "agentos.io/kubernetes-uid"
@@ -108,7 +112,9 @@ def readiness_probe(probe: ProbeSpec) -> dict[str, Any]:
     return {"exec": {"command": ["sh", "-c", check]}, **timing}
 
 
-def pod_manifest(spec: SandboxSpec, scheduler_name: str = SCHEDULER_NAME) -> dict[str, Any]:
+def pod_manifest(
+    spec: SandboxSpec, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
+) -> dict[str, Any]:
     """The Pod for `spec` (see the module docstring). Raises SandboxError for an image a
     node cannot pull (`oci-archive:` paths are local to the control plane)."""
     if spec.image.startswith("oci-archive:"):
@@ -160,6 +166,7 @@ def pod_manifest(spec: SandboxSpec, scheduler_name: str = SCHEDULER_NAME) -> dic
         "namespace": spec.tenant,
         "labels": {
             **spec.labels(),
+            LABEL_INSTANCE: instance,
             "app.kubernetes.io/name": spec.name,
             "app.kubernetes.io/managed-by": "agentos",
         },
@@ -360,9 +367,16 @@ class KubernetesRuntime:
 
     name = "kubernetes"
 
-    def __init__(self, client: AsyncClient, *, scheduler_name: str = SCHEDULER_NAME) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        scheduler_name: str = SCHEDULER_NAME,
+        instance: str = DEFAULT_INSTANCE,
+    ) -> None:
         self._client = client
         self._scheduler_name = scheduler_name
+        self._instance = instance
         self._pods = _Informer(client, Pod, self._pod_changed)
         self._nodes = _Informer(client, KubeNode, self._node_changed, namespaced=False)
         self._by_sandbox: dict[str, tuple[str, str]] = {}
@@ -371,7 +385,9 @@ class KubernetesRuntime:
         self._capacities: dict[str, Node | None] = {}  # node name → what it offered last
 
     @classmethod
-    def from_env(cls, scheduler_name: str = SCHEDULER_NAME) -> KubernetesRuntime:
+    def from_env(
+        cls, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
+    ) -> KubernetesRuntime:
         """Credentials from $KUBECONFIG (or ~/.kube/config) or, in a Pod, its ServiceAccount.
         Raises SandboxError when there are none."""
         try:
@@ -379,7 +395,7 @@ class KubernetesRuntime:
         except ConfigError as exc:
             raise SandboxError("RuntimeUnavailable", f"no Kubernetes credentials: {exc}") from exc
         client = AsyncClient(config, field_manager="agentos-controller")
-        return cls(client, scheduler_name=scheduler_name)
+        return cls(client, scheduler_name=scheduler_name, instance=instance)
 
     def subscribe(self, on_sandbox: Callable[[str], None], on_capacity: Callable[[], None]) -> None:
         """Call `on_sandbox(agent_id)` when a managed Pod changes and `on_capacity()` when a
@@ -390,7 +406,7 @@ class KubernetesRuntime:
     def _pod_changed(self, pod: dict[str, Any], deleted: bool) -> None:
         meta = pod["metadata"]
         labels = meta.get("labels") or {}
-        if labels.get(LABEL_MANAGED) == "true":
+        if self._mine(labels):
             if deleted:
                 self._by_sandbox.pop(meta["name"], None)
             else:
@@ -402,6 +418,10 @@ class KubernetesRuntime:
         elif pod.get("spec", {}).get("nodeName"):
             for capacity_listener in self._capacity_listeners:
                 capacity_listener()
+
+    def _mine(self, labels: dict[str, str]) -> bool:
+        """A sandbox of this installation (another one's Pods are foreign: capacity used)."""
+        return labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_INSTANCE) == self._instance
 
     def _node_changed(self, node: dict[str, Any], deleted: bool) -> None:
         # Kubelets (and KWOK) rewrite node status every few seconds; only a change in what
@@ -432,7 +452,7 @@ class KubernetesRuntime:
         for pod in self._pods.objects.values():
             meta = pod["metadata"]
             node = nodes.get(pod.get("spec", {}).get("nodeName", ""))
-            if node is None or (meta.get("labels") or {}).get(LABEL_MANAGED) == "true":
+            if node is None or self._mine(meta.get("labels") or {}):
                 continue
             if (pod.get("status") or {}).get("phase") in _TERMINAL:
                 continue
@@ -445,7 +465,7 @@ class KubernetesRuntime:
         existing = self._pod(spec.sandbox_id)
         if existing is not None:
             return pod_status(spec.sandbox_id, existing)
-        manifest = pod_manifest(spec, self._scheduler_name)
+        manifest = pod_manifest(spec, self._scheduler_name, self._instance)
         try:
             created = await self._client.create(cast(Pod, Pod.from_dict(manifest)))
         except ApiError as exc:

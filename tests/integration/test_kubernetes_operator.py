@@ -80,12 +80,14 @@ class Stack:
         self.accounts = accounts
         self.logs = logs
         self.processes: list[kc.AgentOS] = []
+        self.instance = kc.new_instance()
 
     def controller(self) -> kc.AgentOS:
         proc = kc.controller_process(
-            self.pg_url, self.accounts[CONTROLLER_SA], self.logs / "controller.log"
+            self.pg_url, self.accounts[CONTROLLER_SA], self.logs / "controller.log", self.instance
         )
         self.processes.append(proc.start())
+        kc.wait_started(proc)
         return proc
 
     def operator(self, tenants: list[str], name: str = "operator") -> kc.AgentOS:
@@ -98,6 +100,7 @@ class Stack:
     def stop(self) -> None:
         for proc in self.processes:
             proc.stop()
+        kc.remove_instance_pods(self.instance)
 
 
 @pytest.fixture
