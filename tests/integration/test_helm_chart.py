@@ -349,10 +349,10 @@ def test_the_operator_finds_its_namespace_and_lease(rendered: list[Object]) -> N
     assert env["AGENTOS_OPERATOR_LEASE"]["value"] == "agentos-operator"
 
 
-def test_urls_come_only_from_the_named_secrets(rendered: list[Object]) -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    if any(o["kind"] == "ServiceMonitor" for o in rendered):  # the production values
-        values = yaml.safe_load(PRODUCTION.read_text())
+@pytest.mark.parametrize("values_file", ["values.yaml", "values-production.yaml"])
+def test_urls_come_only_from_the_named_secrets(values_file: str) -> None:
+    values = yaml.safe_load((CHART / values_file).read_text())
+    rendered = objects(template("-f", str(CHART / values_file)))
     refs = {
         "AGENTOS_DATABASE_URL": (
             values["database"]["existingSecret"],
@@ -523,6 +523,7 @@ def test_disruption_budgets_cover_api_relay_and_operator(rendered: list[Object])
         chosen = [c for c, labels in pods.items() if selects(selector, labels)]
         assert len(chosen) == 1, name
         covered[chosen[0]] = pdb["spec"]["maxUnavailable"]
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
     assert covered == {"api": 1, "relay": 1, "operator": 1}
 
 
