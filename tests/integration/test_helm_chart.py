@@ -765,6 +765,18 @@ def test_the_readme_helm_install_works_as_written(namespace: str) -> None:
     }
     secret = kubectl("-n", namespace, "get", "secret", "agentos-database", "-o", "json")
     assert secret.returncode == 0, "the README's Secret is the one the chart names"
+    # RuntimeClasses the cluster already has, made by something else, are left alone (Helm
+    # would refuse to adopt them); the others are the chart's to make.
+    listed = kubectl("get", "runtimeclass", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    foreign = {
+        rc["metadata"]["name"]
+        for rc in json.loads(listed.stdout)["items"]
+        if rc["metadata"].get("annotations", {}).get("meta.helm.sh/release-name")
+        != "agentos-readme"
+    }
+    made = {o["metadata"]["name"] for o in manifest if o["kind"] == "RuntimeClass"}
+    assert made == {"gvisor", "runc"} - foreign
 
 
 def test_the_readme_kustomize_apply_works_as_written(namespace: str, tmp_path: Path) -> None:
