@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
         test-unit test-integration bench bench-outbox bench-lifecycle bench-api k8s-tools proto-containerd \
-        proto-api crds clean
+        proto-api crds chart-files kustomize chart-test clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -70,6 +70,21 @@ proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd_api s
 
 crds: bootstrap ## Regenerate deploy/crds/ from the Agent model (controlplane/domain/crd.py)
 	PYTHONPATH=. $(UV) run --frozen python hack/gen-crd.py
+	$(MAKE) --no-print-directory chart-files
+
+# The chart must hold its own copies (Helm reads nothing outside the chart directory);
+# tests/integration/test_helm_chart.py fails when they differ from deploy/.
+chart-files: ## Copy the CRD, Prometheus rules and Grafana dashboards of deploy/ into charts/agentos
+	cp deploy/crds/agents.agentos.io.yaml charts/agentos/crds/
+	rm -f charts/agentos/files/prometheus/*.rules.yml charts/agentos/files/grafana/*.json
+	cp deploy/prometheus/rules/*.rules.yml charts/agentos/files/prometheus/
+	cp deploy/grafana/*.json charts/agentos/files/grafana/
+
+kustomize: bootstrap chart-files ## Regenerate deploy/kustomize/base from charts/agentos (helm template)
+	AGENTOS_HELM=$$(hack/build-k8s-tools.sh)/helm $(UV) run --frozen python hack/gen-kustomize.py
+
+chart-test: bootstrap services ## Only the chart's tests: helm lint, template, server-side dry-run, kustomize, README
+	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration/test_helm_chart.py $(PYTEST_ARGS)
 
 proto-api: bootstrap ## Regenerate controlplane/api/grpc_gen from proto/agentos/ (the gRPC API)
 	$(UV) run --frozen python proto/generate.py
