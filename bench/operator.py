@@ -222,6 +222,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         processes += [controller.start(), operator.start()]
         kc.wait_started(controller)
         await wait_for_lease()
+        health = operator.env["AGENTOS_OPERATOR_HEALTH_PORT"]
+        await wait_http(f"http://127.0.0.1:{health}/readyz")  # kopf is watching
         progress(f"{args.agents} Agents through the apiserver")
         kube = await through_kubernetes(admin, tenant, args.agents, args.concurrency)
         assert operator.proc is not None

@@ -40,7 +40,7 @@ import msgspec
 import structlog
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
-from lightkube.resources.core_v1 import Node as KubeNode
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, PodBinding
 
 from controlplane.domain.quantity import parse_quantity
@@ -57,6 +57,11 @@ from controlplane.runtimes.base import (
 from controlplane.scheduler.admission import Node
 
 log = structlog.get_logger("agentos.runtime.kubernetes")
+
+# Pods and Nodes as plain mappings for the informers: a watch delivers thousands of them, and
+# reading JSON into dicts costs far less than into typed models and back.
+RawPod = create_namespaced_resource("", "v1", "Pod", "pods")
+RawNode = create_global_resource("", "v1", "Node", "nodes")
 
 SCHEDULER_NAME = "agentos"
 LABEL_INSTANCE = "agentos.io/instance"
@@ -377,8 +382,8 @@ class KubernetesRuntime:
         self._client = client
         self._scheduler_name = scheduler_name
         self._instance = instance
-        self._pods = _Informer(client, Pod, self._pod_changed)
-        self._nodes = _Informer(client, KubeNode, self._node_changed, namespaced=False)
+        self._pods = _Informer(client, RawPod, self._pod_changed)
+        self._nodes = _Informer(client, RawNode, self._node_changed, namespaced=False)
         self._by_sandbox: dict[str, tuple[str, str]] = {}
         self._sandbox_listeners: list[Callable[[str], None]] = []
         self._capacity_listeners: list[Callable[[], None]] = []

@@ -14,6 +14,7 @@ The lifecycle itself lives in the control plane; nothing here decides a phase.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -29,11 +30,15 @@ from operators.agent.mirror import StatusMirror, manifest_from_resource
 FINALIZER = "agentos.io/finalizer"
 PRINCIPAL = "system:operator"
 DELETE_POLL_S = 0.5
+# kopf runs a worker per resource, so a thousand new Agents are a thousand handlers at once;
+# this many reach the database together (the rest wait their turn, not for a connection).
+DATABASE_CONCURRENCY = 12
 
 
 def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorRegistry:
     """A registry with the Agent handlers bound to `container` (database) and `mirror`."""
     registry = kopf.OperatorRegistry()
+    database = asyncio.Semaphore(DATABASE_CONCURRENCY)
     resource = ("agentos.io", "v1alpha1", "agents")
 
     @kopf.on.startup(registry=registry)
@@ -67,7 +72,7 @@ def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorR
         generation = int(meta.get("generation") or 1)
         manifest = manifest_from_resource(dict(body))
         try:
-            async with container.uow(PRINCIPAL) as uow:
+            async with database, container.uow(PRINCIPAL) as uow:
                 result = await svc.apply_from_kubernetes(
                     uow, namespace, manifest, uid=uid, generation=generation
                 )
@@ -96,7 +101,7 @@ def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorR
     @kopf.on.delete(*resource, registry=registry)
     async def delete(uid: str, namespace: str | None, name: str, **_: Any) -> None:
         assert namespace is not None
-        async with container.uow(PRINCIPAL) as uow:
+        async with database, container.uow(PRINCIPAL) as uow:
             record = await uow.agents.find(namespace, name)
             if record is None or record.annotations.get(svc.KUBERNETES_UID) != uid:
                 return  # gone (or never ours): the finalizer may go

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, cast
@@ -118,6 +119,7 @@ class StatusMirror:
         concurrency: int = 16,
         namespaces: Iterable[str] = (),
         versions_poll_s: float = 0.5,
+        coalesce_s: float = 0.2,
     ) -> None:
         """`namespaces`: mirror only agents of these tenants (empty: every tenant)."""
         self._engine = engine
@@ -126,17 +128,20 @@ class StatusMirror:
         self._feed = OutboxFeed(engine)
         self._poll_s = poll_s
         self._concurrency = concurrency
-        self._dirty: dict[str, None] = {}  # agent ids, in order of first change
+        self._dirty: dict[str, float] = {}  # agent id → when first marked (monotonic)
         self._inflight: set[str] = set()  # agent ids a patcher is writing
         self._versions: dict[str, int] = {}  # agent id → resourceVersion last seen
         self._versions_poll_s = versions_poll_s
+        self._coalesce_s = coalesce_s
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     def mark(self, agent_ids: Iterable[str]) -> None:
-        """Write these agents' status soon."""
+        """Write these agents' status soon (after `coalesce_s`, so the quick steps of one
+        start, Created → Scheduled → Starting → Ready, make one or two writes, not four)."""
+        now = time.monotonic()
         for agent_id in agent_ids:
-            self._dirty[agent_id] = None
+            self._dirty.setdefault(agent_id, now)
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -147,7 +152,7 @@ class StatusMirror:
         self._versions = {a.id: a.resource_version for a in everyone}
         self.mark(a.id for a in everyone if self._ours(a))
         tasks = [asyncio.create_task(self._patcher(stop)) for _ in range(self._concurrency)]
-        tasks += [asyncio.create_task(self._poster(stop)) for _ in range(4)]
+        tasks += [asyncio.create_task(self._poster(stop)) for _ in range(2)]
         tasks.append(asyncio.create_task(self._poll_versions(stop)))
         try:
             while not stop.is_set():
@@ -202,14 +207,21 @@ class StatusMirror:
         return cursor
 
     async def _take(self, limit: int) -> list[str]:
-        """Up to `limit` dirty agents that no other patcher holds: one writer per agent, so
-        an older status never lands after a newer one."""
+        """Up to `limit` dirty agents, marked at least `coalesce_s` ago, that no other patcher
+        holds: one writer per agent, so an older status never lands after a newer one."""
         while True:
-            taken = [a for a in self._dirty if a not in self._inflight][:limit]
+            now = time.monotonic()
+            ripe = now - self._coalesce_s
+            taken = [a for a, at in self._dirty.items() if at <= ripe and a not in self._inflight][
+                :limit
+            ]
             if taken:
                 break
             self._wake.clear()
-            await self._wake.wait()
+            waiting = [at for a, at in self._dirty.items() if a not in self._inflight]
+            timeout = max(0.0, min(waiting) - ripe) if waiting else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
         for agent_id in taken:
             del self._dirty[agent_id]
             self._inflight.add(agent_id)
