@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
-        test-unit test-integration bench bench-outbox bench-lifecycle bench-api k8s-tools proto-containerd \
+        test-unit test-integration bench bench-outbox bench-lifecycle bench-api bench-operator k8s-tools proto-containerd \
         proto-api crds chart-files kustomize chart-test clean
 
 help: ## List the targets
@@ -54,13 +54,16 @@ test-unit: bootstrap
 test-integration: bootstrap services
 	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration tests/e2e $(PYTEST_ARGS)
 
-bench: bench-outbox bench-lifecycle bench-api ## Every benchmark (one JSON line per figure)
+bench: bench-outbox bench-lifecycle bench-api bench-operator ## Every benchmark (one JSON line per figure)
 
 bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-published latency
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.outbox
 
 bench-lifecycle: bootstrap services ## Create→Ready vs ctr (runc, gVisor), 200 runc agents, simulated 10k
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.lifecycle --with-simulated
+
+bench-operator: bootstrap services ## 1,000 Agents via the operator on 100 KWOK nodes vs via REST
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.operator
 
 bench-api: bootstrap services ## REST creates 200/s and GETs 1,000/s on PostgreSQL vs a bare FastAPI PK SELECT
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.api
