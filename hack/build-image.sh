@@ -10,9 +10,11 @@
 #      docs but copyrights, man pages, locales, apt lists or .debs). Its rootfs tarball is
 #      cached in $AGENTOS_TOOLS_CACHE/image/ (default ~/.cache/agentos-tools) and made again
 #      only when its recipe changes or AGENTOS_IMAGE_REFRESH_BASE=1 (for new security updates).
-#   2. `buildah bud --layers` with the vfs storage driver (no overlay mounts needed) in
-#      $AGENTOS_TOOLS_CACHE/image/storage and chroot isolation (no user namespace, no runc),
-#      tagged localhost/agentos/agentos:$(cat VERSION). The host's CA bundle is passed as the
+#   2. `buildah bud --layers` with chroot isolation (no user namespace, no runc) and the
+#      overlay storage driver, or vfs where an overlay mount fails (AGENTOS_BUILDAH_DRIVER
+#      forces one), storage in $AGENTOS_TOOLS_CACHE/image/storage-DRIVER; tagged
+#      localhost/agentos/agentos:$(cat VERSION). Skipped when nothing that goes into the image
+#      changed (AGENTOS_IMAGE_REBUILD=1 forces it). The host's CA bundle is passed as the
 #      build secret `ca-bundle` (see the Containerfile).
 #   3. `buildah push` to an OCI archive: PATH (default build/image/agentos-VERSION.tar), the
 #      tar that `ctr images import` and `oci-archive:` agent images read.
@@ -61,7 +63,16 @@ APT_UPDATED_STAMP="$CACHE/.apt-updated"
 . "$ROOT/hack/lib/apt.sh"
 apt_install buildah debootstrap
 
-BUILDAH=(buildah --root "$CACHE/storage" --runroot "/run/agentos-buildah-$(printf '%s' "$CACHE" | sha1sum | cut -c1-10)" --storage-driver vfs)
+# shellcheck source=hack/lib/overlay.sh
+. "$ROOT/hack/lib/overlay.sh"
+# overlay when the kernel lets us mount it here: 4-8 times faster than vfs and a fifth of the
+# disk, as vfs copies a whole rootfs for every layer and working container. vfs needs nothing
+# from the kernel (a container without mount rights, a cache on overlayfs): the fallback.
+if [ -n "${AGENTOS_BUILDAH_DRIVER:-}" ]; then DRIVER=$AGENTOS_BUILDAH_DRIVER
+elif overlay_mount_works "$CACHE/overlay-probe"; then DRIVER=overlay
+else DRIVER=vfs; fi
+BUILDAH=(buildah --root "$CACHE/storage-$DRIVER" --storage-driver "$DRIVER"
+         --runroot "/run/agentos-buildah-$(printf '%s' "$CACHE/$DRIVER" | sha1sum | cut -c1-10)")
 export BUILDAH_ISOLATION=chroot
 
 # The mirror apt uses here for SUITE (and -updates, -security); Debian's own when none is set.
@@ -163,8 +174,8 @@ bud() {
 }
 # What the image is made of: the Containerfile, the build context (as containerignore lets it
 # through, or more), this script, the base and the labels. Recorded on the image; when it has
-# not changed the build is skipped, which saves buildah's walk of its cached steps (tens of
-# seconds with vfs, which copies a whole rootfs per working container).
+# not changed the build is skipped, which saves buildah's walk of its cached steps (10-20 s with
+# overlay, tens of seconds with vfs, which copies a whole rootfs per working container).
 inputs_key() {
   (cd "$ROOT" && {
     printf '%s\n' "$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE")" \
@@ -186,14 +197,14 @@ if [ "$have" = "$key" ] && [ "${AGENTOS_IMAGE_REBUILD:-0}" != 1 ]; then
 else
   t1=$SECONDS
   : > "$CACHE/bud.log"
-  log "buildah bud -f deploy/image/Containerfile -t $IMAGE (log: $CACHE/bud.log)"
+  log "buildah bud -f deploy/image/Containerfile -t $IMAGE ($DRIVER; log: $CACHE/bud.log)"
   # The builder stage gets a tag of its own: its layers are the cache of the next build, and
   # an untagged stage would be pruned below with everything it holds.
   bud --target builder -t "$BUILDER_IMAGE"
   bud -t "$IMAGE" --label "org.opencontainers.image.revision=$REVISION" \
     --label "io.agentos.build.inputs=$key"
   log "built $IMAGE ($((SECONDS - t1))s)"
-  # Layers of earlier builds that no tag reaches any more (vfs keeps a full copy per layer).
+  # Layers of earlier builds that no tag reaches any more.
   "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
 fi
 

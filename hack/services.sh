@@ -49,6 +49,8 @@ wait_for() {
 APT_UPDATED_STAMP="$SVC/.apt-updated"
 # shellcheck source=hack/lib/apt.sh
 . "$ROOT/hack/lib/apt.sh"
+# shellcheck source=hack/lib/overlay.sh
+. "$ROOT/hack/lib/overlay.sh"
 
 # One `up`/`down` at a time per checkout. `flock -o` holds the lock in flock itself and
 # closes it for the script, so no daemon started below inherits it (one that did would hold
