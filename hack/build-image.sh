@@ -75,6 +75,13 @@ BUILDAH=(buildah --root "$CACHE/storage-$DRIVER" --storage-driver "$DRIVER"
          --runroot "/run/agentos-buildah-$(printf '%s' "$CACHE/$DRIVER" | sha1sum | cut -c1-10)")
 export BUILDAH_ISOLATION=chroot
 
+image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$1"; }
+# image_label IMAGE KEY: the label's value, empty when the image or the label is missing.
+image_label() {
+  "${BUILDAH[@]}" inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" \
+    2>/dev/null || true
+}
+
 # The mirror apt uses here for SUITE (and -updates, -security); Debian's own when none is set.
 apt_mirror() {
   local suite=$1 fallback=$2 uri
@@ -88,7 +95,8 @@ base_tarball() {
   local main security key
   main=$(apt_mirror "$SUITE" http://deb.debian.org/debian/)
   security=$(apt_mirror "$SUITE-security" http://deb.debian.org/debian-security/)
-  key=$(printf '%s\n' "$BASE_RECIPE" "$SUITE" "$BASE_PACKAGES" "$main" "$security" | sha256sum | cut -c1-12)
+  key=$(printf '%s\n' "$BASE_RECIPE" "$SUITE" "$BASE_PACKAGES" "$main" "$security" \
+        | sha256sum | cut -c1-12)
   local tar="$CACHE/debian-python-$SUITE-$key.tar"
   if [ -s "$tar" ] && [ "${AGENTOS_IMAGE_REFRESH_BASE:-0}" != 1 ]; then echo "$tar"; return; fi
 
@@ -127,7 +135,7 @@ EOF
   find "$rootfs/usr/share/doc" -mindepth 1 -depth -type d -empty -delete
   : > "$rootfs/etc/resolv.conf"
   : > "$rootfs/etc/hostname"
-  rm -f "$CACHE"/debian-python-"$SUITE"-*.tar
+  rm -f "$CACHE"/debian-python-"$SUITE"-*.tar*
   # /dev, /proc, /sys stay empty: the runtime mounts them.
   tar --numeric-owner --sort=name -C "$rootfs" \
     --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -cf "$tar.tmp" .
@@ -140,9 +148,10 @@ EOF
 # The base image in buildah's storage, made from the tarball unless it already is.
 base_image() {
   local tar=$1 sum have ctr
-  sum=$(sha256sum "$tar" | cut -d' ' -f1)
-  have=$("${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "io.agentos.base.rootfs"}}' \
-         "$BASE_IMAGE" 2>/dev/null || true)
+  # The sum is kept beside the tarball: hashing 120 MB on every run would cost a second.
+  [ -s "$tar.sha256" ] && [ "$tar.sha256" -nt "$tar" ] || sha256sum "$tar" | cut -d' ' -f1 > "$tar.sha256"
+  sum=$(cat "$tar.sha256")
+  have=$(image_label "$BASE_IMAGE" io.agentos.base.rootfs)
   [ "$have" = "sha256:$sum" ] && return 0
   log "importing the base rootfs as $BASE_IMAGE"
   ctr=$("${BUILDAH[@]}" from scratch)
@@ -152,7 +161,7 @@ base_image() {
     --cmd '["python3"]' --os linux --arch "$(dpkg --print-architecture)" \
     --label "io.agentos.base.rootfs=sha256:$sum" \
     --label "org.opencontainers.image.title=debian-python" \
-    --label "org.opencontainers.image.description=Debian $SUITE (minbase) with Debian's python3, made by hack/build-image.sh" \
+    --label "org.opencontainers.image.description=Debian $SUITE (minbase) with Debian's python3" \
     "$ctr"
   "${BUILDAH[@]}" commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
 }
@@ -167,31 +176,33 @@ ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$ca" ] && ca_secret=(--secret "id=ca-bundle,src=$ca")
 bud() {
   "${BUILDAH[@]}" bud --layers --isolation chroot --network host --format oci \
-    -f "$ROOT/deploy/image/Containerfile" --ignorefile "$ROOT/deploy/image/containerignore" \
-    "${ca_secret[@]}" --build-arg "BASE=$BASE_IMAGE" --build-arg "VERSION=$VERSION" "$@" "$ROOT" \
+    -f "$ROOT/deploy/image/Containerfile" \
+    --ignorefile "$ROOT/deploy/image/Containerfile.dockerignore" \
+    "${ca_secret[@]}" --build-arg "BASE=$BASE_IMAGE" --build-arg "VERSION=$VERSION" \
+    "$@" "$ROOT" \
     >> "$CACHE/bud.log" 2>&1 \
     || { tail -n 30 "$CACHE/bud.log" >&2; die "buildah bud failed; see $CACHE/bud.log"; }
 }
-# What the image is made of: the Containerfile, the build context (as containerignore lets it
-# through, or more), this script, the base and the labels. Recorded on the image; when it has
-# not changed the build is skipped, which saves buildah's walk of its cached steps (10-20 s with
-# overlay, tens of seconds with vfs, which copies a whole rootfs per working container).
+# What the image is made of: the Containerfile, the build context (what
+# Containerfile.dockerignore lets through, or more), this script, the base and the labels.
+# Recorded on the image; when it has not changed the build is skipped, which saves buildah's
+# walk of its cached steps (10-20 s with overlay, a minute with vfs, which copies a whole
+# rootfs per working container).
+input_files() {
+  find deploy/image hack/build-image.sh hack/lib pyproject.toml uv.lock README.md VERSION \
+    controlplane operators -name __pycache__ -prune -o -type f ! -name '*.pyc' -print0 \
+    | LC_ALL=C sort -z
+}
 inputs_key() {
   (cd "$ROOT" && {
-    printf '%s\n' "$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE")" \
-      "$VERSION" "$REVISION"
-    find deploy/image hack/build-image.sh hack/lib pyproject.toml uv.lock README.md VERSION \
-      controlplane operators -name __pycache__ -prune -o -type f ! -name '*.pyc' -print0 \
-      | LC_ALL=C sort -z | xargs -0 stat -c "%a %n"
-    find deploy/image hack/build-image.sh hack/lib pyproject.toml uv.lock README.md VERSION \
-      controlplane operators -name __pycache__ -prune -o -type f ! -name '*.pyc' -print0 \
-      | LC_ALL=C sort -z | xargs -0 sha256sum
+    printf '%s\n' "$(image_id "$BASE_IMAGE")" "$VERSION" "$REVISION"
+    input_files | xargs -0 stat -c "%a %n"
+    input_files | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1)
 }
 REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 key="sha256:$(inputs_key)"
-have=$("${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "io.agentos.build.inputs"}}' \
-       "$IMAGE" 2>/dev/null || true)
+have=$(image_label "$IMAGE" io.agentos.build.inputs)
 if [ "$have" = "$key" ] && [ "${AGENTOS_IMAGE_REBUILD:-0}" != 1 ]; then
   log "$IMAGE is up to date (inputs $key)"
 else
@@ -209,17 +220,18 @@ else
 fi
 
 # The archive is written again only when the image changed.
-image_id=$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$IMAGE")
-if [ -s "$OUT" ] && [ "$(cat "$OUT.image-id" 2>/dev/null)" = "$image_id" ]; then
+id=$(image_id "$IMAGE")
+if [ -s "$OUT" ] && [ "$(cat "$OUT.image-id" 2>/dev/null)" = "$id" ]; then
   log "$OUT is up to date"
 else
   mkdir -p "$(dirname "$OUT")"
   rm -f "$OUT.tmp"
   "${BUILDAH[@]}" push --quiet "$IMAGE" "oci-archive:$OUT.tmp:$IMAGE"
   mv "$OUT.tmp" "$OUT"
-  echo "$image_id" > "$OUT.image-id"
+  echo "$id" > "$OUT.image-id"
 fi
-digest=$(tar -xOf "$OUT" index.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')
+digest=$(tar -xOf "$OUT" index.json \
+         | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')
 log "wrote $OUT ($(du -h "$OUT" | cut -f1), manifest $digest)"
 
 if [ "$DO_IMPORT" = 1 ]; then
