@@ -9,6 +9,7 @@ ctr) fails the build, and so the test; nothing is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -20,8 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 
+from controlplane.data.migrate import alembic_config
 from controlplane.runtimes.oci_archive import OciArchive
 from tests.conftest import ROOT, service_setting
 from tests.waiting import wait_until
@@ -141,8 +146,8 @@ def test_the_image_carries_the_oci_labels(built: BuiltImage) -> None:
     assert len(labels["org.opencontainers.image.revision"]) == 40
 
 
-def test_the_final_rootfs_has_python_and_agentos_but_no_build_tools(built: BuiltImage) -> None:
-    paths = final_rootfs(built.archive, built.layer_digests)
+def test_the_final_rootfs_has_python_and_agentos_but_no_build_tools(rootfs: set[str]) -> None:
+    paths = rootfs
     assert {"usr/bin/python3.11", "opt/agentos/bin/agentos"} <= paths
     programs = {
         PurePosixPath(p).name for p in paths if PurePosixPath(p).parent.name in {"bin", "sbin"}
@@ -171,6 +176,100 @@ def test_agentos_version_runs_in_the_container(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == VERSION
+
+
+@pytest.fixture(scope="module")
+def rootfs(built: BuiltImage) -> set[str]:
+    return final_rootfs(built.archive, built.layer_digests)
+
+
+def extension_modules(rootfs: set[str]) -> list[str]:
+    """The dotted names of the compiled extension modules in the venv's site-packages."""
+    site = "opt/agentos/lib/python3.11/site-packages/"
+    modules = []
+    for path in sorted(rootfs):
+        name = PurePosixPath(path).name
+        if (
+            path.startswith(site)
+            and "/tests/" not in path
+            and name.endswith(".so")
+            and (".cpython-" in name or ".abi3." in name)
+        ):
+            package = PurePosixPath(path.removeprefix(site)).parent.parts
+            modules.append(".".join([*package, name.split(".", 1)[0]]))
+    return modules
+
+
+def test_the_compiled_extensions_load_in_the_container(
+    built: BuiltImage, containerd: dict[str, str], rootfs: set[str]
+) -> None:
+    """Every wheel's compiled module loads on Debian's python3 and libc (asyncpg, grpc,
+    pydantic-core, uvloop, ...), not only those `agentos serve` on SQLite happens to touch."""
+    modules = extension_modules(rootfs)
+    assert {"asyncpg.protocol.protocol", "grpc._cython.cygrpc", "uvloop.loop"} <= set(modules)
+    result = ctr(
+        containerd,
+        "run",
+        "--rm",
+        "--snapshotter",
+        containerd["CONTAINERD_SNAPSHOTTER"],
+        "--read-only",
+        IMAGE,
+        f"it-image-native-{uuid.uuid4().hex[:8]}",
+        "python3",
+        "-c",
+        "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]; print('ok')",
+        *modules,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+async def _admin(dsn: str, sql: str) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def empty_database(pg_admin_dsn: str, database_url: str) -> Iterator[str]:
+    """A new PostgreSQL database with no schema; dropped afterwards."""
+    name = f"agentos_image_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_agentos_db_upgrade_from_the_image_migrates_postgresql(
+    built: BuiltImage, containerd: dict[str, str], empty_database: str
+) -> None:
+    result = ctr(
+        containerd,
+        "run",
+        "--rm",
+        "--snapshotter",
+        containerd["CONTAINERD_SNAPSHOTTER"],
+        "--read-only",
+        "--net-host",
+        "--env",
+        f"AGENTOS_DATABASE_URL={empty_database}",
+        IMAGE,
+        f"it-image-db-{uuid.uuid4().hex[:8]}",
+        "agentos",
+        "db",
+        "upgrade",
+        timeout_s=120,
+    )
+    assert result.returncode == 0, result.stderr
+    head = ScriptDirectory.from_config(alembic_config(empty_database)).get_current_head()
+    dsn = (
+        make_url(empty_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    assert asyncio.run(_admin(dsn, "SELECT version_num FROM alembic_version")) == head
 
 
 @pytest.fixture
