@@ -32,7 +32,7 @@ from tests.conftest import ROOT, service_setting
 from tests.waiting import wait_until
 
 # The first build on a machine runs debootstrap and installs every dependency from PyPI.
-pytestmark = [pytest.mark.containerd, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.containerd, pytest.mark.postgres, pytest.mark.timeout(1800)]
 
 BUILD_TIMEOUT_S = 1500
 VERSION = (ROOT / "VERSION").read_text().strip()
@@ -157,6 +157,14 @@ def test_the_final_rootfs_has_python_and_agentos_but_no_build_tools(rootfs: set[
     # No headers to build against, no source tree, no pip inside the venv.
     assert not [p for p in paths if p.startswith(("usr/include/python3", "src/"))]
     assert not [p for p in paths if "/site-packages/pip/" in p or "/site-packages/uv/" in p]
+
+
+def test_containerd_holds_the_archived_image_under_its_name(
+    built: BuiltImage, containerd: dict[str, str]
+) -> None:
+    listed = ctr(containerd, "images", "ls").stdout.splitlines()[1:]
+    digests = {fields[0]: fields[2] for fields in map(str.split, listed) if fields}
+    assert digests.get(IMAGE) == built.manifest_digest
 
 
 def test_agentos_version_runs_in_the_container(
