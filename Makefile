@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
         test-unit test-integration bench bench-outbox bench-lifecycle bench-api bench-operator k8s-tools proto-containerd \
-        proto-api crds chart-files kustomize chart-test clean
+        proto-api crds chart-files kustomize chart-test image clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,6 +32,11 @@ services-down: ## Stop the services started by `make services`
 
 services-status:
 	hack/services.sh status
+
+image: ## The control-plane image, by buildah (no Docker engine), as an OCI archive; into containerd when services run
+	@if [ -s .services/env ]; then \
+	  set -a; . .services/env; set +a; hack/build-image.sh --import; \
+	else hack/build-image.sh; fi
 
 k8s-tools: ## Build kube-apiserver, kubectl, kwok and helm from their Go modules (cached)
 	hack/build-k8s-tools.sh

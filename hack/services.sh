@@ -46,14 +46,11 @@ wait_for() {
 }
 
 # apt_install PKG...: install Debian packages that are not installed yet.
-apt_install() {
-  local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt-get install ${missing[*]}"
-  if [ ! -f "$SVC/.apt-updated" ]; then apt-get update -qq && touch "$SVC/.apt-updated"; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+APT_UPDATED_STAMP="$SVC/.apt-updated"
+# shellcheck source=hack/lib/apt.sh
+. "$ROOT/hack/lib/apt.sh"
+# shellcheck source=hack/lib/overlay.sh
+. "$ROOT/hack/lib/overlay.sh"
 
 # One `up`/`down` at a time per checkout. `flock -o` holds the lock in flock itself and
 # closes it for the script, so no daemon started below inherits it (one that did would hold

@@ -50,16 +50,7 @@ ctrd() { ctr --address "$CTRD_SOCK" "$@"; }
 containerd_ready() { ctrd version; }
 
 # An overlay mount works on the filesystem that holds the root.
-containerd_overlay_works() {
-  local d="$CTRD_DATA/overlay-probe" ok=1
-  rm -rf "$d"; mkdir -p "$d/lower" "$d/upper" "$d/work" "$d/merged"
-  if mount -t overlay overlay -o "lowerdir=$d/lower,upperdir=$d/upper,workdir=$d/work" \
-      "$d/merged" 2>/dev/null; then
-    umount "$d/merged" && ok=0
-  fi
-  rm -rf "$d"
-  return $ok
-}
+containerd_overlay_works() { overlay_mount_works "$CTRD_DATA/overlay-probe"; }
 
 containerd_snapshotter() { cat "$CTRD_DATA/snapshotter"; }
 
