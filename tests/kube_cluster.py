@@ -30,6 +30,7 @@ SYSTEM_NAMESPACE = "agentos-system"
 CRD = ROOT / "deploy" / "crds" / "agents.agentos.io.yaml"
 RBAC = sorted((ROOT / "deploy" / "rbac").glob("*.yaml"))
 RUNTIME_CLASSES = ROOT / "deploy" / "runtimeclasses.yaml"
+FLOW_SCHEMA = ROOT / "deploy" / "flowschema.yaml"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
 
@@ -80,11 +81,11 @@ def apply_objects(objects: Iterable[Mapping[str, Any]]) -> None:
 
 
 def install() -> None:
-    """The CRD (waiting until Established), the system namespace, RBAC and RuntimeClasses,
-    exactly as shipped in deploy/."""
+    """The CRD (waiting until Established), the system namespace, RBAC, RuntimeClasses and
+    the FlowSchema, exactly as shipped in deploy/."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
-    for manifest in [*RBAC, RUNTIME_CLASSES]:
+    for manifest in [*RBAC, RUNTIME_CLASSES, FLOW_SCHEMA]:
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifest))
 
     def established() -> bool:

@@ -52,6 +52,9 @@ def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorR
         settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
+        # An apiserver under load answers 429: keep retrying for about two minutes (kopf
+        # gives up after its backoffs and leaves the object until its next event).
+        settings.networking.error_backoffs = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55]
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
