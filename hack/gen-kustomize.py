@@ -2,7 +2,8 @@
 
 The chart is the one source of the Kubernetes manifests; the kustomize base is its output
 for the release `agentos` in the namespace `agentos-system` with the default values, one file
-per chart template (comments kept), minus the two labels that say Helm manages the objects.
+per chart template (comments kept), minus the two labels that say Helm manages the objects,
+and the transformer configuration that lets overlays move the FlowSchema's subjects.
 tests/integration/test_helm_chart.py regenerates it and fails if the committed base differs.
 
 Usage: python hack/gen-kustomize.py [--out DIR]   (helm from $AGENTOS_HELM, else PATH)
@@ -57,8 +58,30 @@ def split_by_source(stream: str) -> dict[str, list[str]]:
     return by_source
 
 
+# kustomize knows the ServiceAccount subjects of (Cluster)RoleBindings, not those of a
+# FlowSchema (templates/flowschema.yaml): without this, an overlay's `namespace:` or
+# `namePrefix:` would leave the FlowSchema matching ServiceAccounts that do not exist. (Its own
+# kustomize also takes flowcontrol.apiserver.k8s.io/v1 for namespaced and stamps a
+# metadata.namespace on it, which the apiserver drops: a FlowSchema is cluster-scoped.)
+CONFIGURATIONS = "kustomizeconfig.yaml"
+CONFIGURATION = """\
+namespace:
+  - kind: FlowSchema
+    group: flowcontrol.apiserver.k8s.io
+    path: spec/rules/subjects/serviceAccount/namespace
+nameReference:
+  - kind: ServiceAccount
+    version: v1
+    fieldSpecs:
+      - kind: FlowSchema
+        group: flowcontrol.apiserver.k8s.io
+        path: spec/rules/subjects/serviceAccount/name
+"""
+
+
 def write_base(out: Path, by_source: dict[str, list[str]]) -> list[str]:
-    """Write one file per chart file under `out`, and the kustomization listing them."""
+    """Write one file per chart file under `out`, the kustomization listing them and its
+    transformer configuration."""
     if out.exists():
         shutil.rmtree(out)
     resources = []
@@ -69,14 +92,16 @@ def write_base(out: Path, by_source: dict[str, list[str]]) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(HEADER + "---\n".join(by_source[source]))
         resources.append(rel)
+    (out / CONFIGURATIONS).write_text(HEADER + CONFIGURATION)
     (out / "kustomization.yaml").write_text(
         HEADER
-        + "# Overlays change the namespace here (ServiceAccount subjects follow) and patch the\n"
-        + "# rest; the Secrets named in the Deployments (agentos-database, agentos-nats) are\n"
-        + "# yours to create.\n"
+        + "# Overlays change the namespace here (ServiceAccount subjects follow, in the\n"
+        + f"# FlowSchema too: {CONFIGURATIONS}) and patch the rest; the Secrets named in the\n"
+        + "# Deployments (agentos-database, agentos-nats) are yours to create.\n"
         + "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         + "kind: Kustomization\n"
         + f"namespace: {NAMESPACE}\n"
+        + f"configurations:\n  - {CONFIGURATIONS}\n"
         + "resources:\n"
         + "".join(f"  - {r}\n" for r in resources)
     )

@@ -2,12 +2,12 @@
 
 What is checked: `helm lint --strict`; `helm template` with the default values and with
 values-production.yaml; the rendered objects (processes, hardening, Secrets by reference only,
-RBAC equal to deploy/rbac, selectors that select, probes on ports that exist); every rendered
-object applied to the real test kube-apiserver with a server-side dry run (the apiserver
-validates each one, strict field validation, and stores none); the chart's copies of the CRD,
-Prometheus rules and dashboards against deploy/; the PrometheusRules under `promtool check
-rules`; the kustomize base equal to the chart's output; the README's install commands run as
-written.
+RBAC equal to deploy/rbac, the FlowSchema equal to deploy/flowschema.yaml, selectors that
+select, probes on ports that exist); every rendered object applied to the real test
+kube-apiserver with a server-side dry run (the apiserver validates each one, strict field
+validation, and stores none); the chart's copies of the CRD, Prometheus rules and dashboards
+against deploy/; the PrometheusRules under `promtool check rules`; the kustomize base equal to
+the chart's output; the README's install commands run as written.
 
 The Prometheus Operator's CRDs are not on the test apiserver, so the server-side dry run
 renders with serviceMonitor and prometheusRule off; the rules those objects carry are checked
@@ -242,6 +242,7 @@ def test_helm_lint_strict_passes(values: list[str]) -> None:
         # A misspelt key fails instead of being ignored.
         ("api.replica=3", "/api"),
         ("securityContext.readOnlyRootFilesystem=false", "/securityContext"),
+        ("flowSchema.enable=false", "/flowSchema"),
     ],
 )
 def test_the_values_schema_refuses(setting: str, error_at: str) -> None:
@@ -274,6 +275,7 @@ DEFAULT_OBJECTS = {
     ("RoleBinding", "agentos-operator-lease"),
     ("RuntimeClass", "gvisor"),
     ("RuntimeClass", "runc"),
+    ("FlowSchema", "agentos"),
     ("NetworkPolicy", "agentos-default-deny-ingress"),
     ("NetworkPolicy", "agentos-api"),
     ("NetworkPolicy", "agentos-metrics"),
@@ -307,7 +309,7 @@ def test_the_production_values_add_the_service_monitor_and_rules(
 
 
 def test_namespaced_objects_are_in_the_release_namespace(rendered: list[Object]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "RuntimeClass", "FlowSchema"}
     for o in rendered:
         expected = None if o["kind"] in cluster_scoped else NAMESPACE
         assert o["metadata"].get("namespace") == expected, (o["kind"], o["metadata"]["name"])
@@ -498,6 +500,43 @@ def test_runtime_classes_are_those_of_deploy(rendered: list[Object]) -> None:
     assert got == want
 
 
+def _flow_schema_subjects(namespace: str, prefix: str = "agentos") -> list[Object]:
+    return [
+        {
+            "kind": "ServiceAccount",
+            "serviceAccount": {"name": f"{prefix}-{c}", "namespace": namespace},
+        }
+        for c in ("operator", "controller")
+    ]
+
+
+def test_the_flow_schema_is_that_of_deploy_for_the_release_service_accounts(
+    rendered: list[Object],
+) -> None:
+    """deploy/flowschema.yaml's priority level, precedence and rules; its subjects are the
+    release's ServiceAccounts in the release namespace, its name the release's; off, none."""
+    (deploy,) = objects((ROOT / "deploy" / "flowschema.yaml").read_text())
+    (got,) = by_kind(rendered, "FlowSchema").values()
+    assert got["apiVersion"] == deploy["apiVersion"]
+    assert got["metadata"]["name"] == deploy["metadata"]["name"] == "agentos"
+    want = copy.deepcopy(deploy["spec"])
+    for rule in want["rules"]:
+        for subject in rule["subjects"]:
+            subject["serviceAccount"]["namespace"] = NAMESPACE
+    assert got["spec"] == want
+    assert got["spec"]["priorityLevelConfiguration"] == {"name": "workload-high"}
+    (rule,) = got["spec"]["rules"]
+    assert rule["subjects"] == _flow_schema_subjects(NAMESPACE)
+    accounts = by_kind(rendered, "ServiceAccount")
+    assert {s["serviceAccount"]["name"] for s in rule["subjects"]} <= set(accounts)
+
+    blue = by_kind(objects(template(release="blue", namespace="blue-ns")), "FlowSchema")
+    assert set(blue) == {"blue-agentos"}
+    (blue_rule,) = blue["blue-agentos"]["spec"]["rules"]
+    assert blue_rule["subjects"] == _flow_schema_subjects("blue-ns", prefix="blue-agentos")
+    assert not by_kind(objects(template("--set", "flowSchema.enabled=false")), "FlowSchema")
+
+
 def _pod_labels(rendered: list[Object]) -> dict[str, dict[str, str]]:
     return {c: w["spec"]["template"]["metadata"]["labels"] for c, w in workloads(rendered).items()}
 
@@ -675,10 +714,19 @@ def _keyed(objs: list[Object]) -> dict[tuple[str, str, str, str], Object]:
     }
 
 
+def _without_kustomize_namespace(o: Object) -> Object:
+    """kustomize takes flowcontrol.apiserver.k8s.io/v1 for namespaced and stamps the
+    namespace on the FlowSchema; the apiserver drops it (the object is cluster-scoped)."""
+    if o["kind"] == "FlowSchema":
+        o = copy.deepcopy(o)
+        o["metadata"].pop("namespace", None)
+    return o
+
+
 def test_kustomize_builds_the_objects_helm_renders() -> None:
     built = kubectl("kustomize", str(BASE))
     assert built.returncode == 0, built.stderr
-    from_kustomize = _keyed(objects(built.stdout))
+    from_kustomize = _keyed([_without_kustomize_namespace(o) for o in objects(built.stdout)])
     from_helm = _keyed(
         [
             _without_helm_labels(o)
@@ -707,6 +755,18 @@ def test_a_kustomize_overlay_moves_everything_to_its_namespace_and_the_apiserver
     objs = objects(built.stdout)
     for binding in by_kind(objs, "ClusterRoleBinding").values():
         assert {s["namespace"] for s in binding["subjects"]} == {namespace}
+    # The FlowSchema's subjects follow too (deploy/kustomize/base/kustomizeconfig.yaml).
+    (rule,) = by_kind(objs, "FlowSchema")["agentos"]["spec"]["rules"]
+    assert rule["subjects"] == _flow_schema_subjects(namespace)
+    # And a namePrefix renames them there as it renames the ServiceAccounts.
+    overlay = tmp_path / "overlay"
+    (overlay / "kustomization.yaml").write_text(
+        "namePrefix: blue-\n" + (overlay / "kustomization.yaml").read_text()
+    )
+    prefixed = kubectl("kustomize", str(overlay))
+    assert prefixed.returncode == 0, prefixed.stderr
+    (rule,) = by_kind(objects(prefixed.stdout), "FlowSchema")["blue-agentos"]["spec"]["rules"]
+    assert rule["subjects"] == _flow_schema_subjects(namespace, prefix="blue-agentos")
     applied = dry_run_apply(built.stdout)
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.count("(server dry run)") == len(objs)
