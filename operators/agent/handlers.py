@@ -3,8 +3,9 @@
 - created, changed or found at start (resume) → `service.agents.apply_from_kubernetes`,
   keyed by the resource's uid and generation, so a repeat is a no-op;
 - deleted → `service.agents.delete_agent` (the agent goes to Terminating; the controller
-  removes the sandbox, then the record); the handler is retried until the record is gone,
-  and only then does kopf remove the finalizer `agentos.io/finalizer`.
+  removes the sandbox, then the record); the handler waits for the record to go (the status
+  mirror sees `agent.deleted` in the outbox), retrying if that takes long, and only then
+  does kopf remove the finalizer `agentos.io/finalizer`.
 
 A manifest the control plane refuses (the CRD schema admits it but a rule the schema cannot
 express does not) is a permanent error: recorded on `.status` as `Accepted=False` with the
@@ -29,7 +30,7 @@ from operators.agent.mirror import StatusMirror, manifest_from_resource
 
 FINALIZER = "agentos.io/finalizer"
 PRINCIPAL = "system:operator"
-DELETE_POLL_S = 0.5
+DELETE_WAIT_S = 20.0
 # kopf runs a worker per resource, so a thousand new Agents are a thousand handlers at once;
 # this many reach the database together (the rest wait their turn, not for a connection).
 DATABASE_CONCURRENCY = 12
@@ -108,8 +109,19 @@ def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorR
             record = await uow.agents.find(namespace, name)
             if record is None or record.annotations.get(svc.KUBERNETES_UID) != uid:
                 return  # gone (or never ours): the finalizer may go
+            deleted = mirror.expect_deletion(record.id)
             if record.deletion_requested_at is None:
                 await svc.delete_agent(uow, namespace, name)
-        raise kopf.TemporaryError("waiting for the sandbox to be removed", delay=DELETE_POLL_S)
+        try:
+            # The mirror reads `agent.deleted` from the outbox once the controller removed
+            # the sandbox and the record; waiting here costs no request, unlike a retry.
+            await asyncio.wait_for(deleted.wait(), DELETE_WAIT_S)
+        except TimeoutError:
+            async with database, container.uow(PRINCIPAL) as uow:
+                if await uow.agents.find(namespace, name) is None:
+                    return
+            raise kopf.TemporaryError("waiting for the sandbox to be removed", delay=1) from None
+        finally:
+            mirror.forget_deletion(record.id)
 
     return registry

@@ -132,9 +132,18 @@ class StatusMirror:
         self._inflight: set[str] = set()  # agent ids a patcher is writing
         self._versions: dict[str, int] = {}  # agent id → resourceVersion last seen
         self._versions_poll_s = versions_poll_s
+        self._deletions: dict[str, asyncio.Event] = {}  # agent id → set on agent.deleted
         self._coalesce_s = coalesce_s
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def expect_deletion(self, agent_id: str) -> asyncio.Event:
+        """An event set when the feed shows `agent.deleted` for `agent_id` (register before
+        checking the database, so the deletion cannot slip between the two)."""
+        return self._deletions.setdefault(agent_id, asyncio.Event())
+
+    def forget_deletion(self, agent_id: str) -> None:
+        self._deletions.pop(agent_id, None)
 
     def mark(self, agent_ids: Iterable[str]) -> None:
         """Write these agents' status soon (after `coalesce_s`, so the quick steps of one
@@ -201,6 +210,8 @@ class StatusMirror:
                 for ev in batch:
                     if ev.event_type == "agent.phase_changed":
                         self._events.put_nowait((ev.aggregate_id, ev.payload))
+                    elif ev.event_type == "agent.deleted" and ev.aggregate_id in self._deletions:
+                        self._deletions[ev.aggregate_id].set()
                 self.mark(ev.aggregate_id for ev in batch if ev.event_type != "agent.deleted")
         except Exception as exc:
             log.warning("change feed read failed", error=f"{type(exc).__name__}: {exc}")
