@@ -292,11 +292,12 @@ def operator_process(
     log_path: Path,
     namespaces: Iterable[str],
     *,
-    lease_duration_s: int = 4,
+    lease_duration_s: int = 15,
 ) -> AgentOS:
     """`agentos operator` as ServiceAccount agentos-operator, watching only `namespaces`
-    (other tests' Agents live in the same apiserver), with short Lease times so a test sees a
-    takeover within seconds."""
+    (other tests' Agents live in the same apiserver). The Lease times are client-go's
+    defaults unless `lease_duration_s` makes them shorter (a test of a takeover); too short
+    a renew deadline loses the Lease on an apiserver that throttles under load."""
     env = base_env(database_url)
     env.update(
         AGENTOS_OPERATOR_NAMESPACES=",".join(namespaces),

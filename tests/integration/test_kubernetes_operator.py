@@ -90,9 +90,15 @@ class Stack:
         kc.wait_started(proc)
         return proc
 
-    def operator(self, tenants: list[str], name: str = "operator") -> kc.AgentOS:
+    def operator(
+        self, tenants: list[str], name: str = "operator", lease_duration_s: int = 15
+    ) -> kc.AgentOS:
         proc = kc.operator_process(
-            self.pg_url, self.accounts[OPERATOR_SA], self.logs / f"{name}.log", tenants
+            self.pg_url,
+            self.accounts[OPERATOR_SA],
+            self.logs / f"{name}.log",
+            tenants,
+            lease_duration_s=lease_duration_s,
         )
         self.processes.append(proc.start())
         return proc
@@ -259,8 +265,9 @@ async def test_of_two_operators_only_the_lease_holder_acts_and_the_other_takes_o
     stack: Stack, tenant: str, nodes: list[str], db: AsyncEngine
 ) -> None:
     stack.controller()
-    one = stack.operator([tenant], "operator-a")
-    two = stack.operator([tenant], "operator-b")
+    # A short Lease, so the takeover after the kill below comes within seconds.
+    one = stack.operator([tenant], "operator-a", lease_duration_s=4)
+    two = stack.operator([tenant], "operator-b", lease_duration_s=4)
     holder = wait_until(kc.lease_holder, 30, "a Lease holder")
     kc.kubectl("create", "-n", tenant, "-f", "-", stdin=yaml.safe_dump(agent_manifest("first")))
     wait_until(lambda: all_ready(tenant, 1), 60, "the first Agent Ready")
@@ -352,11 +359,18 @@ async def test_hundred_nodes_and_thousand_agents_overcommit_no_node_and_quotas_h
             u[1] += int(parse_quantity(requests["memory"]))
             u[2] += 1
         assert used, "no Pod was bound"
+        # Every node the Pods landed on, ours or another test's, as the apiserver has it.
+        allocatable = {
+            n["metadata"]["name"]: n["status"]["allocatable"]
+            for n in kc.kubectl_json("get", "nodes")["items"]
+        }
+        assert set(used) <= set(allocatable), "a Pod bound to a node that does not exist"
+        assert set(used) & set(capacity), "no Pod landed on this test's nodes"
         for node, (cpu, memory, count) in used.items():
-            shape = capacity[node]
-            assert cpu <= parse_quantity(shape.cpu) * 1000, f"{node} cpu overcommitted"
-            assert memory <= parse_quantity(shape.memory), f"{node} memory overcommitted"
-            assert count <= shape.pods, f"{node} holds more Pods than it allows"
+            offered = allocatable[node]
+            assert cpu <= parse_quantity(offered["cpu"]) * 1000, f"{node} cpu overcommitted"
+            assert memory <= parse_quantity(offered["memory"]), f"{node} memory overcommitted"
+            assert count <= int(offered["pods"]), f"{node} holds more Pods than it allows"
         per_tenant = Counter(r.tenant for r in ready)
         for name, limit in quotas.items():
             assert per_tenant[name] <= limit, f"{name} over its quota of {limit}"
