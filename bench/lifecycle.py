@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import resource
 import shutil
@@ -63,6 +62,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.database import create_database, drop_database
+from bench.stats import percentile
 from controlplane.bootstrap import schema_registry
 from controlplane.controller.reconciler import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
@@ -90,12 +90,6 @@ def log(msg: str) -> None:
 
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def free_ports(n: int) -> list[int]:

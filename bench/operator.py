@@ -48,9 +48,11 @@ from lightkube.generic_resource import create_namespaced_resource
 from sqlalchemy import select
 
 from bench.database import create_database, drop_database
+from bench.stats import percentile
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents as agents_table
 from tests import kube_cluster as kc
+from tests.waiting import wait_until
 
 Agent = create_namespaced_resource("agentos.io", "v1alpha1", "Agent", "agents")
 
@@ -70,11 +72,6 @@ def manifest(name: str) -> dict[str, Any]:
             "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
         },
     }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -122,7 +119,7 @@ async def through_kubernetes(
         "all_ready_s": round(all_ready, 2),
         "creates_s": round(created, 2),
         "create_to_ready_p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "create_to_ready_p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "create_to_ready_p95_ms": round(percentile(latencies, 95) * 1000, 1),
     }
 
 
@@ -165,7 +162,7 @@ async def through_rest(
             "all_ready_s": round(last_ready - started_wall, 2),
             "creates_s": round(created, 2),
             "create_to_ready_p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "create_to_ready_p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+            "create_to_ready_p95_ms": round(percentile(latencies, 95) * 1000, 1),
         }
     finally:
         await engine.dispose()
@@ -221,9 +218,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         operator = kc.operator_process(url, accounts["agentos-operator"], work / "op.log", [tenant])
         processes += [controller.start(), operator.start()]
         kc.wait_started(controller)
-        await wait_for_lease()
+        wait_until(kc.lease_holder, 60, "an operator holding the Lease")
         health = operator.env["AGENTOS_OPERATOR_HEALTH_PORT"]
-        await wait_http(f"http://127.0.0.1:{health}/readyz")  # kopf is watching
+        readyz = f"http://127.0.0.1:{health}/readyz"
+        wait_until(lambda: answers(readyz), 60, "the operator ready (kopf watching)")
         progress(f"{args.agents} Agents through the apiserver")
         kube = await through_kubernetes(admin, tenant, args.agents, args.concurrency)
         assert operator.proc is not None
@@ -255,7 +253,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )
         serve = kc.AgentOS(["serve"], env, work / "serve.log").start()
         processes.append(serve)
-        await wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 60, "the API ready")
         progress(f"{args.agents} Agents through REST")
         rest = await through_rest(
             f"http://127.0.0.1:{port}", token, url, tenant, args.agents, args.concurrency
@@ -286,25 +284,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"logs in {work}")
 
 
-async def wait_for_lease() -> None:
-    deadline = time.monotonic() + 60
-    while kc.lease_holder() is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError("no operator took the Lease within 60 s")
-        await asyncio.sleep(0.2)
-
-
-async def wait_http(url: str) -> None:
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within 60 s")
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def issue_token(database_url: str) -> str:

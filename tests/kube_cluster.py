@@ -22,6 +22,7 @@ from typing import IO, Any
 import yaml
 
 from tests.conftest import service_setting
+from tests.integration.conftest import free_port
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,14 +195,6 @@ def fake_nodes(prefix: str, shapes: list[NodeShape]) -> list[str]:
 
 def delete_fake_nodes(prefix: str) -> None:
     kubectl("delete", "nodes", "-l", f"agentos.io/test-nodes={prefix}", "--wait=false")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AgentOS:

@@ -27,7 +27,6 @@ from controlplane.controller.batching import Batcher
 from controlplane.controller.workqueue import RateLimiter, WorkQueue
 from controlplane.data.agents import AgentRepository
 from controlplane.data.repositories import OutboxWriter
-from controlplane.data.tables import agents as agents_table
 from controlplane.data.tables import tenants as tenants_table
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agent import AgentSpec
@@ -261,10 +260,7 @@ class Controller:
     async def _poll_changes(self, *, enqueue_all: bool) -> None:
         """Enqueue agents whose resourceVersion moved (written by another process)."""
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(select(agents_table.c.id, agents_table.c.resource_version))
-            ).all()
-        current = dict(rows)
+            current = await AgentRepository(conn).resource_versions()
         for agent_id, version in current.items():
             # `_versions` holds what the last reconcile read: the controller's own writes are
             # followed by a requeue anyway, so only foreign writes enqueue here.

@@ -124,6 +124,11 @@ class AgentRepository:
         query = query.order_by(agents.c.name).limit(limit)
         return [to_record(r) for r in await self._conn.execute(query)]
 
+    async def resource_versions(self) -> dict[str, int]:
+        """Every agent's id → resourceVersion (what pollers compare to find changes)."""
+        rows = await self._conn.execute(select(agents.c.id, agents.c.resource_version))
+        return {agent_id: int(version) for agent_id, version in rows}
+
     async def sandbox_ids(self) -> set[str]:
         """Every sandbox id an agent records (the owned set of the leak sweep)."""
         rows = await self._conn.execute(select(agents.c.status["sandboxID"].as_string()))

@@ -47,7 +47,6 @@ from controlplane.domain.quantity import parse_quantity
 from controlplane.runtimes.base import (
     LABEL_AGENT_ID,
     LABEL_MANAGED,
-    LABEL_TENANT,
     ProbeSpec,
     SandboxError,
     SandboxSpec,
@@ -576,6 +575,3 @@ class KubernetesRuntime:
         await self._pods.stop()
         await self._nodes.stop()
         await self._client.close()
-
-
-__all__ = ["LABEL_TENANT", "KubernetesRuntime", "node_capacity", "pod_manifest", "pod_status"]

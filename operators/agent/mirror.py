@@ -28,11 +28,9 @@ from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data.agents import AgentRepository
-from controlplane.data.tables import agents as agents_table
 from controlplane.data.watch import OutboxFeed
 from controlplane.domain.events import rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
@@ -181,15 +179,10 @@ class StatusMirror:
                 await asyncio.wait_for(stop.wait(), self._versions_poll_s)
             try:
                 async with self._engine.connect() as conn:
-                    rows = (
-                        await conn.execute(
-                            select(agents_table.c.id, agents_table.c.resource_version)
-                        )
-                    ).all()
+                    current = await AgentRepository(conn).resource_versions()
             except Exception as exc:
                 log.warning("version poll failed", error=f"{type(exc).__name__}: {exc}")
                 continue
-            current = {agent_id: int(version) for agent_id, version in rows}
             self.mark(a for a, v in current.items() if self._versions.get(a) != v)
             self._versions = current
 
