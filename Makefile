@@ -73,10 +73,10 @@ bench-operator: bootstrap services ## 1,000 Agents via the operator on 100 KWOK 
 bench-api: bootstrap services ## REST creates 200/s and GETs 1,000/s on PostgreSQL vs a bare FastAPI PK SELECT
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.api
 
-proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd_api stubs from its proto/
-	$(UV) run --frozen python controlplane/runtimes/containerd_api/proto/generate.py
+proto-containerd: bootstrap ## Regenerate controlplane/runtimes/containerd/api stubs from its proto/
+	$(UV) run --frozen python controlplane/runtimes/containerd/api/proto/generate.py
 
-crds: bootstrap ## Regenerate deploy/crds/ from the Agent model (controlplane/domain/crd.py)
+crds: bootstrap ## Regenerate deploy/crds/ from the Agent model (controlplane/domain/agents/crd.py)
 	PYTHONPATH=. $(UV) run --frozen python hack/gen-crd.py
 	$(MAKE) --no-print-directory chart-files
 
@@ -94,7 +94,7 @@ kustomize: bootstrap chart-files ## Regenerate deploy/kustomize/base from charts
 chart-test: bootstrap services ## Only the chart's tests: helm lint, template, server-side dry-run, kustomize, README
 	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration/test_helm_chart.py $(PYTEST_ARGS)
 
-proto-api: bootstrap ## Regenerate controlplane/api/grpc_gen from proto/agentos/ (the gRPC API)
+proto-api: bootstrap ## Regenerate controlplane/api/grpc/gen from proto/agentos/ (the gRPC API)
 	$(UV) run --frozen python proto/generate.py
 
 clean:

@@ -64,16 +64,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.database import create_database, drop_database
 from bench.stats import percentile
 from controlplane.bootstrap import schema_registry
-from controlplane.controller.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.scheduling.admission import Node
+from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.streams import connect
 from controlplane.observability.logging import configure_logging
-from controlplane.outbox.jetstream import connect
-from controlplane.outbox.relay import Relay, RelayConfig
 from controlplane.runtimes.base import ProbeSpec, SandboxSpec, SandboxStatus
-from controlplane.runtimes.containerd import ContainerdRuntime
-from controlplane.scheduler.admission import Node
+from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from controlplane.service import agents as svc
 
 TENANT = "bench"

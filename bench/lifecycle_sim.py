@@ -21,14 +21,14 @@ from sqlalchemy import func, select
 
 from bench.database import create_database, drop_database
 from controlplane.bootstrap import schema_registry
-from controlplane.controller.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.outbox.jetstream import connect
-from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.domain.scheduling.admission import Node
+from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.streams import connect
 from controlplane.runtimes.simulated import SimulatedRuntime
-from controlplane.scheduler.admission import Node
 from controlplane.service import agents as svc
 
 TENANTS = 10

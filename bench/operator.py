@@ -151,7 +151,7 @@ async def through_rest(
             if len(ready) == count:
                 break
             await asyncio.sleep(0.05)
-        from controlplane.domain.events import as_utc, parse_rfc3339
+        from controlplane.domain.events.envelope import as_utc, parse_rfc3339
 
         latencies = [
             (parse_rfc3339(r.status["readyAt"]) - as_utc(r.created_at)).total_seconds()

@@ -64,12 +64,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.database import create_database, drop_database
 from controlplane.bootstrap import schema_registry
 from controlplane.data.engine import create_engine
-from controlplane.data.outbox_store import OutboxStore
+from controlplane.data.outbox.relay_store import OutboxStore
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.events import NewEvent, OutboxState
+from controlplane.domain.events.envelope import NewEvent, OutboxState
+from controlplane.messaging.relay import Relay, RelayConfig, encode
+from controlplane.messaging.streams import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
 from controlplane.observability.logging import configure_logging
-from controlplane.outbox.jetstream import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
-from controlplane.outbox.relay import Relay, RelayConfig, encode
 
 GOAL_RATIO = 0.7
 GOAL_P99_MS = 100.0

@@ -9,16 +9,16 @@ from functools import lru_cache
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.config import Settings
-from controlplane.controller.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.outbox.relay import RelayConfig
-from controlplane.outbox.schema_registry import SchemaRegistry, load_builtin_schemas
+from controlplane.domain.events.registry import SchemaRegistry, load_builtin_schemas
+from controlplane.domain.scheduling.admission import Node
+from controlplane.messaging.relay import RelayConfig
 from controlplane.runtimes.base import Runtime
 from controlplane.runtimes.instrumented import instrument
 from controlplane.runtimes.process import ProcessRuntime
 from controlplane.runtimes.simulated import SimulatedRuntime
-from controlplane.scheduler.admission import Node
 
 
 @lru_cache(maxsize=1)
@@ -61,12 +61,12 @@ class Container:
             sim = SimulatedRuntime(s.simulated_start_latency_s)
             return {"runc": sim, "gvisor": sim, "process": sim}
         if s.runtime == "kubernetes":
-            from controlplane.runtimes.kubernetes import KubernetesRuntime
+            from controlplane.runtimes.kubernetes.runtime import KubernetesRuntime
 
             kube = KubernetesRuntime.from_env(s.kubernetes_scheduler_name, s.instance)
             return {"runc": kube, "gvisor": kube, "process": kube}
         if s.runtime == "containerd":
-            from controlplane.runtimes.containerd import ContainerdRuntime
+            from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 
             ctrd = ContainerdRuntime.from_env()
             return {"runc": ctrd, "gvisor": ctrd, "process": process}

@@ -3,7 +3,7 @@
     python proto/generate.py [--out DIR]
 
 Runs grpcio-tools' protoc on every `*.proto` under proto/agentos/ and writes `NAME_pb2.py`,
-`NAME_pb2.pyi` and `NAME_pb2_grpc.py` into DIR (default: controlplane/api/grpc_gen). protoc
+`NAME_pb2.pyi` and `NAME_pb2_grpc.py` into DIR (default: controlplane/api/grpc/gen). protoc
 names modules by their proto package (`from agentos.v1 import agent_service_pb2`); those
 imports are rewritten to package-relative ones so the stubs live inside our package.
 
@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
-DEFAULT_OUT = PROTO_ROOT.parent / "controlplane" / "api" / "grpc_gen"
+DEFAULT_OUT = PROTO_ROOT.parent / "controlplane" / "api" / "grpc" / "gen"
 
 _PACKAGE_IMPORT = re.compile(r"^from agentos\.v1 import (\w+_pb2(?:_grpc)?)( as \w+)?$", re.M)
 

@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from controlplane import __version__
-from controlplane.api import admin, agents, tenants
 from controlplane.api.context import ApiContext
 from controlplane.api.errors import (
     FieldProblem,
@@ -22,16 +21,17 @@ from controlplane.api.errors import (
     request_validation_handler,
     unexpected_error_handler,
 )
-from controlplane.api.params import reject_unknown_query_parameters
 from controlplane.api.request_metrics import RequestMetricsMiddleware
-from controlplane.data.watch import OutboxFeed
-from controlplane.domain.agent import Agent
+from controlplane.api.rest import admin, agents, tenants
+from controlplane.api.rest.params import reject_unknown_query_parameters
+from controlplane.data.outbox.change_feed import OutboxFeed
+from controlplane.domain.agents.lifecycle import IllegalTransition
+from controlplane.domain.agents.model import Agent
 from controlplane.domain.errors import AgentOSError
-from controlplane.domain.lifecycle import IllegalTransition
+from controlplane.messaging import metrics as _outbox_metrics  # noqa: F401
 
 # Every metric of the process is on /metrics from the start, even before its first use.
 from controlplane.observability import metrics as _metrics  # noqa: F401
-from controlplane.outbox import metrics as _outbox_metrics  # noqa: F401
 
 
 def create_app(container: Any) -> FastAPI:

@@ -10,7 +10,7 @@ from typing import Any
 
 from controlplane.api.ratelimit import TokenBucketLimiter
 from controlplane.domain.access import Principal
-from controlplane.domain.events import utcnow
+from controlplane.domain.events.envelope import utcnow
 from controlplane.service import tokens as token_service
 
 

@@ -6,7 +6,7 @@ the domain (AgentOSError subclasses), from request validation, or from the HTTP 
 `type`, `title`, `status`, `detail`, `instance`, `code`, `trace_id`, and `errors[]` for
 validation, each naming its field by JSON pointer (RFC 6901) into the body, or by parameter
 name for a query, path or header parameter. gRPC renders the same code as the `reason` of a
-`google.rpc.ErrorInfo` inside a `google.rpc.Status` (controlplane/api/grpc_server.py).
+`google.rpc.ErrorInfo` inside a `google.rpc.Status` (controlplane/api/grpc/server.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.errors import AgentOSError, RateLimited, Unauthenticated
-from controlplane.domain.lifecycle import IllegalTransition
 from controlplane.observability.tracing import current_trace_id
 
 PROBLEM = "application/problem+json"

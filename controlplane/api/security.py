@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from controlplane.api.context import ApiContext
 from controlplane.domain.access import Principal, Role
-from controlplane.domain.agent import DNS1123_LABEL
+from controlplane.domain.agents.model import DNS1123_LABEL
 from controlplane.domain.errors import PermissionDenied, TenantNotFound
 
 bearer = HTTPBearer(

@@ -66,8 +66,8 @@ def serve(
     import uvicorn
 
     from controlplane.api.app import create_app
-    from controlplane.api.grpc_server import build_server as build_grpc_server
-    from controlplane.api.grpc_server import mark_serving
+    from controlplane.api.grpc.server import build_server as build_grpc_server
+    from controlplane.api.grpc.server import mark_serving
     from controlplane.bootstrap import Container, stop_on_signals
     from controlplane.cli.outbox import run_relay
     from controlplane.config import component_set, get_settings

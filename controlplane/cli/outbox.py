@@ -53,7 +53,7 @@ def outbox_status(
     output: str = typer.Option("text", "-o", "--output", help="text | json"),
 ) -> None:
     """Events per state, and the age of the oldest unpublished one."""
-    from controlplane.data.outbox_store import OutboxStore
+    from controlplane.data.outbox.relay_store import OutboxStore
 
     status = _run(lambda c: OutboxStore(c.engine).status())
     if output == "json":
@@ -81,7 +81,7 @@ def outbox_replay(
     aggregate: str | None = typer.Option(None, "--aggregate", help="TYPE/ID or ID."),
 ) -> None:
     """Publish already published events again; they keep their event_id."""
-    from controlplane.data.outbox_store import OutboxStore
+    from controlplane.data.outbox.relay_store import OutboxStore
 
     try:
         n = _run(
@@ -98,7 +98,7 @@ def outbox_replay(
 @dlq_app.command("list")
 def dlq_list(output: str = typer.Option("text", "-o", "--output", help="text | json")) -> None:
     """Dead-lettered events not yet requeued."""
-    from controlplane.data.outbox_store import OutboxStore
+    from controlplane.data.outbox.relay_store import OutboxStore
 
     letters = _run(lambda c: OutboxStore(c.engine).dead_letters())
     if output == "json":
@@ -118,7 +118,7 @@ def dlq_requeue(
     all_: bool = typer.Option(False, "--all", help="Requeue every open dead letter."),
 ) -> None:
     """Send dead-lettered events again (same event_id)."""
-    from controlplane.data.outbox_store import OutboxStore
+    from controlplane.data.outbox.relay_store import OutboxStore
 
     if (event_id is None) == (not all_):
         typer.echo("error: give an EVENT_ID or --all", err=True)
@@ -133,8 +133,8 @@ def dlq_requeue(
 
 async def run_relay(container: Any, stop: asyncio.Event) -> None:
     """Run the relay of `container` until `stop` (used by `relay` and `serve`)."""
-    from controlplane.outbox.jetstream import connect
-    from controlplane.outbox.relay import Relay
+    from controlplane.messaging.relay import Relay
+    from controlplane.messaging.streams import connect
 
     settings = container.settings
     nc = await connect(settings.nats_url, name="agentos-relay")

@@ -75,7 +75,7 @@ def list_(
     output: str = typer.Option("text", "-o", "--output", help="text | json"),
 ) -> None:
     """Tokens of a tenant, or the platform admins' without --tenant (never the secrets)."""
-    from controlplane.api.tenants import token_view
+    from controlplane.api.rest.tenants import token_view
     from controlplane.service.tokens import list_tokens
 
     records = _run(lambda uow: list_tokens(uow, tenant))

@@ -12,12 +12,12 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controlplane.data.agents import AgentRepository
-from controlplane.data.idempotency import IdempotencyRepository
-from controlplane.data.repositories import AuditRepository, OutboxWriter, TenantRepository
-from controlplane.data.tokens import TokenRepository
+from controlplane.data.repositories.agents import AgentRepository
+from controlplane.data.repositories.idempotency import IdempotencyRepository
+from controlplane.data.repositories.tenants import AuditRepository, OutboxWriter, TenantRepository
+from controlplane.data.repositories.tokens import TokenRepository
+from controlplane.domain.events.registry import SchemaRegistry
 from controlplane.observability import tracing
-from controlplane.outbox.schema_registry import SchemaRegistry
 
 OUTBOX_CHANNEL = "agentos_outbox"
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controlplane.domain.agent import API_VERSION, KIND, AgentSpec, AgentStatus
-from controlplane.domain.events import rfc3339
-from controlplane.domain.lifecycle import Phase
+from controlplane.domain.agents.lifecycle import Phase
+from controlplane.domain.agents.model import API_VERSION, KIND, AgentSpec, AgentStatus
+from controlplane.domain.events.envelope import rfc3339
 
 
 @dataclass(frozen=True)

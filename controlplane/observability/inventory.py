@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data.tables import agents
-from controlplane.domain.lifecycle import Phase
+from controlplane.domain.agents.lifecycle import Phase
 from controlplane.observability import metrics
 
 log = structlog.get_logger("agentos.metrics")

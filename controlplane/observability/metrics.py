@@ -1,5 +1,5 @@
 """Prometheus metrics of the agent lifecycle, the controller, the runtimes and the API
-(DESIGN §6). The outbox, relay and consumer metrics live in `controlplane.outbox.metrics`.
+(DESIGN §6). The outbox, relay and consumer metrics live in `controlplane.messaging.metrics`.
 
 Names follow the Prometheus conventions: an `agentos_` prefix, base units (`_seconds`),
 `_total` for counters. No label carries an unbounded value: never an agent name or id, a
@@ -23,10 +23,10 @@ from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from controlplane.domain.agent import RUNTIME_CLASSES
+from controlplane.domain.agents.lifecycle import IllegalTransition, Phase
+from controlplane.domain.agents.model import RUNTIME_CLASSES
 from controlplane.domain.errors import Conflict
-from controlplane.domain.events import as_utc, parse_rfc3339
-from controlplane.domain.lifecycle import IllegalTransition, Phase
+from controlplane.domain.events.envelope import as_utc, parse_rfc3339
 from controlplane.domain.records import AgentRecord
 from controlplane.observability import tracing
 

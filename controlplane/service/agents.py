@@ -11,9 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.data.repositories import AuditEntry
+from controlplane.data.repositories.tenants import AuditEntry
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.agent import Agent, AgentStatus, parse_agent
+from controlplane.domain.agents.lifecycle import (
+    Condition,
+    IllegalTransition,
+    Phase,
+    check_transition,
+    set_condition,
+)
+from controlplane.domain.agents.model import Agent, AgentStatus, parse_agent
 from controlplane.domain.errors import (
     AlreadyExists,
     BadRequest,
@@ -21,14 +28,7 @@ from controlplane.domain.errors import (
     FieldError,
     ValidationFailed,
 )
-from controlplane.domain.events import NewEvent, parse_rfc3339, utcnow
-from controlplane.domain.lifecycle import (
-    Condition,
-    IllegalTransition,
-    Phase,
-    check_transition,
-    set_condition,
-)
+from controlplane.domain.events.envelope import NewEvent, parse_rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
 from controlplane.observability.tracing import traced
 from controlplane.service.idempotency import IdempotencyRequest

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from controlplane.data.idempotency import StoredResponse
+from controlplane.data.repositories.idempotency import StoredResponse
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.errors import IdempotencyKeyInUse, IdempotencyKeyReused
-from controlplane.domain.events import utcnow
+from controlplane.domain.events.envelope import utcnow
 
 DEFAULT_RETENTION_S = 24 * 3600.0
 log = logging.getLogger(__name__)

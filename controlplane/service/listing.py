@@ -5,7 +5,7 @@ Two versions, as in Kubernetes but not the same number here:
 - an object's `metadata.resourceVersion` is its own write counter, for optimistic
   concurrency (If-Match);
 - a list's `metadata.resourceVersion` and a watch event's `resourceVersion` are positions in
-  the outbox, the change feed (controlplane/data/watch.py). Watching from a list's
+  the outbox, the change feed (controlplane/data/outbox/change_feed.py). Watching from a list's
   resourceVersion, or resuming from the last event's, misses no change.
 
 A watch event has Kubernetes' shape, `type` (ADDED, MODIFIED, DELETED, or BOOKMARK with only
@@ -27,11 +27,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controlplane.data.outbox.change_feed import FeedEvent, OutboxFeed
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.data.watch import FeedEvent, OutboxFeed
-from controlplane.domain.agent import API_VERSION, KIND
+from controlplane.domain.agents.model import API_VERSION, KIND
 from controlplane.domain.errors import BadRequest
-from controlplane.domain.events import rfc3339
+from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.records import AgentRecord
 from controlplane.domain.selectors import Requirement, matches
 

@@ -17,17 +17,17 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from controlplane.data.tokens import TokenRecord
+from controlplane.data.repositories.tokens import TokenRecord
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.access import Role
-from controlplane.domain.agent import DNS1123_LABEL
+from controlplane.domain.agents.model import DNS1123_LABEL
 from controlplane.domain.errors import (
     FieldError,
     TokenNotFound,
     Unauthenticated,
     ValidationFailed,
 )
-from controlplane.domain.events import utcnow
+from controlplane.domain.events.envelope import utcnow
 
 PREFIX = "aos_"
 

@@ -23,7 +23,7 @@ import kopf
 
 from controlplane.bootstrap import Container
 from controlplane.domain.errors import AlreadyExists, BadRequest, Conflict, ValidationFailed
-from controlplane.domain.events import rfc3339, utcnow
+from controlplane.domain.events.envelope import rfc3339, utcnow
 from controlplane.observability import metrics as obs
 from controlplane.service import agents as svc
 from operators.agent.mirror import StatusMirror, manifest_from_resource

@@ -4,7 +4,7 @@ Into the control plane: `manifest_from_resource` keeps what the user declared (n
 annotations, spec) and drops what Kubernetes and kopf add; the service layer keys the apply
 by the resource's uid and generation (service.agents.apply_from_kubernetes).
 
-Back to Kubernetes: `StatusMirror` follows the outbox as a change feed (data.watch: ordered,
+Back to Kubernetes: `StatusMirror` follows the outbox as a change feed (data.outbox.change_feed: ordered,
 never skipping a row of a transaction still open) and, for every agent that came from a
 resource, patches `.status` (phase, reason, message, conditions, observedGeneration, node,
 …) through the status subresource and posts an Event on each phase transition. Status
@@ -30,9 +30,9 @@ from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.data.agents import AgentRepository
-from controlplane.data.watch import OutboxFeed
-from controlplane.domain.events import rfc3339, utcnow
+from controlplane.data.outbox.change_feed import OutboxFeed
+from controlplane.data.repositories.agents import AgentRepository
+from controlplane.domain.events.envelope import rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
 from controlplane.observability import metrics as obs
 from controlplane.service.agents import AGGREGATE, KUBERNETES_GENERATION, KUBERNETES_UID

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data import migrate
 from controlplane.data.engine import create_engine
-from controlplane.outbox.jetstream import DLQ_STREAM, EVENTS_STREAM
+from controlplane.messaging.streams import DLQ_STREAM, EVENTS_STREAM
 from tests.conftest import service_setting
 from tests.waiting import wait_until
 

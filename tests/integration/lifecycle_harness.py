@@ -12,12 +12,12 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.bootstrap import schema_registry
-from controlplane.controller.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.records import AgentRecord
-from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.domain.scheduling.admission import Node
+from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.runtimes.base import Runtime
-from controlplane.scheduler.admission import Node
 from controlplane.service import agents as svc
 from tests.integration.outbox_helpers import eventually
 

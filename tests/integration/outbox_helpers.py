@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controlplane.bootstrap import schema_registry
 from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.events import EventEnvelope, NewEvent
-from controlplane.outbox.jetstream import EVENTS_STREAM
+from controlplane.domain.events.envelope import EventEnvelope, NewEvent
+from controlplane.messaging.streams import EVENTS_STREAM
 from tests.waiting import eventually
 
 __all__ = ["eventually", "quota_event", "states", "stream_messages", "write_events"]

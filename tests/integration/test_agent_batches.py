@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.bootstrap import schema_registry
-from controlplane.data.agents import AgentRepository
+from controlplane.data.repositories.agents import AgentRepository
 from controlplane.data.tables import agent_transitions, agents, audit_log, outbox
 from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.agents.lifecycle import IllegalTransition, Phase
 from controlplane.domain.errors import AlreadyExists, Conflict, ValidationFailed
-from controlplane.domain.lifecycle import IllegalTransition, Phase
 from controlplane.service import agents as svc
 
 

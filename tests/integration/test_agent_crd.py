@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.domain.agent import parse_agent
+from controlplane.domain.agents.model import parse_agent
 from controlplane.domain.errors import ValidationFailed
 from tests.conftest import service_setting
 from tests.waiting import wait_until

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from controlplane.data.tables import api_tokens, idempotency_keys
-from controlplane.domain.events import utcnow
+from controlplane.domain.events.envelope import utcnow
 from controlplane.service.tokens import token_hash
 from tests.integration.api_harness import manifest, running_api
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from controlplane.data import migrate
 from controlplane.data.tables import agents, idempotency_keys
-from controlplane.domain.events import utcnow
+from controlplane.domain.events.envelope import utcnow
 from controlplane.service.idempotency import purge_expired
 from tests.integration.api_harness import manifest, running_api
 

@@ -17,9 +17,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from controlplane.api.errors import CATALOGUE
-from controlplane.api.grpc_gen import agent_service_pb2 as pb
-from controlplane.api.grpc_gen import agent_service_pb2_grpc as pb_grpc
-from controlplane.api.grpc_server import agent_message, build_server, manifest_of, mark_serving
+from controlplane.api.grpc.gen import agent_service_pb2 as pb
+from controlplane.api.grpc.gen import agent_service_pb2_grpc as pb_grpc
+from controlplane.api.grpc.server import agent_message, build_server, manifest_of, mark_serving
 from tests.integration.api_harness import Api, running_api
 from tests.integration.conftest import free_port
 

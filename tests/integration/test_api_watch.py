@@ -18,10 +18,10 @@ import uvicorn
 from sqlalchemy import select
 
 from controlplane.bootstrap import schema_registry
+from controlplane.data.outbox.change_feed import OutboxFeed
 from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.data.watch import OutboxFeed
-from controlplane.domain.events import NewEvent
+from controlplane.domain.events.envelope import NewEvent
 from controlplane.service import agents as svc
 from tests.integration.api_harness import Api, manifest, running_api
 from tests.integration.conftest import free_port

@@ -29,7 +29,7 @@ from controlplane.runtimes.base import (
     SandboxSpec,
     SandboxState,
 )
-from controlplane.runtimes.containerd import ContainerdRuntime
+from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from tests.conftest import service_setting
 from tests.integration.conftest import free_port
 from tests.waiting import eventually

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from controlplane.data import migrate
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import metadata
-from controlplane.outbox.schema_registry import load_builtin_schemas
+from controlplane.domain.events.registry import load_builtin_schemas
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "snapshots" / "event-schemas-0.1.0.json"
 

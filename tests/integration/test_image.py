@@ -27,7 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from controlplane.data.migrate import alembic_config
-from controlplane.runtimes.oci_archive import OciArchive
+from controlplane.runtimes.containerd.oci_archive import OciArchive
 from tests.conftest import ROOT, service_setting
 from tests.waiting import wait_until
 

@@ -22,12 +22,12 @@ import pytest
 import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.data.agents import AgentRepository
 from controlplane.data.engine import create_engine
+from controlplane.data.repositories.agents import AgentRepository
 from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.events.registry import load_builtin_schemas
 from controlplane.domain.quantity import parse_quantity
 from controlplane.domain.records import AgentRecord
-from controlplane.outbox.schema_registry import load_builtin_schemas
 from controlplane.service import tenants as tenant_service
 from controlplane.service.agents import KUBERNETES_UID
 from tests import kube_cluster as kc

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.runtimes.containerd import ContainerdRuntime
+from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from tests.conftest import SERVICES_ENV, service_setting
 from tests.integration.conftest import free_port
 from tests.integration.lifecycle_harness import control_plane, manifest

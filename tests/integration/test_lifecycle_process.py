@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data.tables import outbox
 from controlplane.domain.errors import ValidationFailed
-from controlplane.domain.events import OutboxState
+from controlplane.domain.events.envelope import OutboxState
+from controlplane.domain.scheduling.admission import Node
 from controlplane.runtimes.process import ProcessRuntime
-from controlplane.scheduler.admission import Node
 from controlplane.service.tenants import create_tenant
 from tests.integration.lifecycle_harness import control_plane, manifest
 from tests.integration.outbox_helpers import stream_messages

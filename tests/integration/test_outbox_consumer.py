@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.tables import inbox, outbox
-from controlplane.domain.events import EventEnvelope, OutboxState
-from controlplane.outbox.consumer import EventConsumer
-from controlplane.outbox.jetstream import DLQ_STREAM
-from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.domain.events.envelope import EventEnvelope, OutboxState
+from controlplane.messaging.consumer import EventConsumer
+from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.streams import DLQ_STREAM
 from tests.integration.outbox_helpers import eventually, states, stream_messages, write_events
 from tests.integration.test_outbox_relay import running
 
@@ -150,13 +150,13 @@ async def _count(engine: AsyncEngine, state: str, n: int) -> bool:
 
 
 async def _stream_count(nc: NATS, n: int) -> bool:
-    from controlplane.outbox.jetstream import EVENTS_STREAM
+    from controlplane.messaging.streams import EVENTS_STREAM
 
     return (await nc.jetstream().stream_info(EVENTS_STREAM)).state.messages == n
 
 
 async def _consumer_done(nc: NATS, name: str) -> bool:
-    from controlplane.outbox.jetstream import EVENTS_STREAM
+    from controlplane.messaging.streams import EVENTS_STREAM
 
     info = await nc.jetstream().consumer_info(EVENTS_STREAM, name)
     return info.num_pending == 0 and info.num_ack_pending == 0

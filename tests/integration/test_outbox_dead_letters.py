@@ -8,9 +8,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.domain.events import OutboxState
-from controlplane.outbox.jetstream import DLQ_STREAM, EVENTS_STREAM, ensure_streams
-from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.domain.events.envelope import OutboxState
+from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.streams import DLQ_STREAM, EVENTS_STREAM, ensure_streams
 from tests.integration.outbox_helpers import eventually, states, stream_messages, write_events
 from tests.integration.test_outbox_consumer import cli
 from tests.integration.test_outbox_relay import running

@@ -16,9 +16,9 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.domain.events import OutboxState
-from controlplane.outbox.jetstream import EVENTS_STREAM
-from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.domain.events.envelope import OutboxState
+from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.streams import EVENTS_STREAM
 from tests.conftest import service_setting
 from tests.integration.conftest import free_port
 from tests.integration.outbox_helpers import eventually, states, stream_messages, write_events

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controlplane.bootstrap import schema_registry
 from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.events import OutboxState
-from controlplane.outbox.relay import Relay, RelayConfig
+from controlplane.domain.events.envelope import OutboxState
+from controlplane.messaging.relay import Relay, RelayConfig
 from tests.integration.conftest import NatsServer
 from tests.integration.outbox_helpers import (
     eventually,

@@ -27,10 +27,10 @@ from controlplane.api.app import create_app
 from controlplane.bootstrap import Container
 from controlplane.config import Settings
 from controlplane.data.tables import outbox
-from controlplane.domain.events import EventEnvelope, OutboxState
+from controlplane.domain.events.envelope import EventEnvelope, OutboxState
+from controlplane.messaging.consumer import EventConsumer
+from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.observability.tracing import configure_tracing
-from controlplane.outbox.consumer import EventConsumer
-from controlplane.outbox.relay import Relay, RelayConfig
 from controlplane.service.tokens import create_token
 from tests.integration.conftest import NatsServer
 from tests.waiting import eventually

@@ -10,7 +10,7 @@ from controlplane.bootstrap import schema_registry
 from controlplane.data.tables import audit_log, outbox, tenants
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.errors import EventSchemaViolation
-from controlplane.domain.events import NewEvent
+from controlplane.domain.events.envelope import NewEvent
 from controlplane.service.tenants import create_tenant, set_tenant_quota
 
 

@@ -44,8 +44,11 @@ def exported_series() -> set[str]:
     """Every series name the Agent OS processes can expose: the families in the default
     registry once every metric module is imported, with their suffixes (counter `_total`,
     histogram `_bucket` / `_sum` / `_count`, `_created`)."""
+
+    import controlplane.api.request_metrics
+    import controlplane.messaging.metrics
     import controlplane.observability.metrics
-    import controlplane.outbox.metrics  # noqa: F401
+    import operators.agent.operator  # noqa: F401
 
     names: set[str] = set()
     for family in REGISTRY.collect():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controlplane.scheduler.admission import Node, Pending, TenantUsage, schedule
+from controlplane.domain.scheduling.admission import Node, Pending, TenantUsage, schedule
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-GEN = ROOT / "controlplane" / "api" / "grpc_gen"
+GEN = ROOT / "controlplane" / "api" / "grpc" / "gen"
 
 
 def _stubs(folder: Path) -> dict[str, bytes]:

@@ -12,8 +12,8 @@ import controlplane.domain.errors as errors
 from controlplane.api.errors import CATALOGUE
 from controlplane.api.ratelimit import TokenBucketLimiter
 from controlplane.domain.access import Principal, Role
+from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.errors import BadRequest, RateLimited
-from controlplane.domain.lifecycle import IllegalTransition
 from controlplane.domain.selectors import matches, parse_selector
 from controlplane.service.listing import decode_continue, encode_continue
 
@@ -98,7 +98,7 @@ def test_continue_tokens_round_trip_and_refuse_forgeries() -> None:
 
 
 def test_a_spec_as_stored_reads_back_whatever_its_null_fields() -> None:
-    from controlplane.domain.agent import AgentSpec
+    from controlplane.domain.agents.model import AgentSpec
 
     spec = AgentSpec.model_validate(
         {"image": "x", "readiness": {"heartbeat": {}}, "resources": {"limits": {"cpu": "1"}}}
@@ -109,7 +109,7 @@ def test_a_spec_as_stored_reads_back_whatever_its_null_fields() -> None:
 
 
 def test_numbers_refuse_booleans_but_take_integral_floats() -> None:
-    from controlplane.domain.agent import parse_agent
+    from controlplane.domain.agents.model import parse_agent
     from controlplane.domain.errors import ValidationFailed
 
     base = {"apiVersion": "agentos.io/v1alpha1", "kind": "Agent", "metadata": {"name": "n"}}

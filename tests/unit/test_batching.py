@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from controlplane.controller.batching import Batcher
+from controlplane.controllers.machinery.batching import Batcher
 
 
 async def test_concurrent_submits_share_one_run_and_get_their_own_results() -> None:

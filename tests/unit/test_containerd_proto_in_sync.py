@@ -1,6 +1,6 @@
 """The checked-in containerd API stubs are exactly what `make proto-containerd` generates.
 
-Regenerates them from controlplane/runtimes/containerd_api/proto/*.proto into a temporary
+Regenerates them from controlplane/runtimes/containerd/api/proto/*.proto into a temporary
 folder and compares byte for byte, so a hand edit or a forgotten regeneration fails here.
 """
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-API_DIR = Path(__file__).resolve().parents[2] / "controlplane" / "runtimes" / "containerd_api"
+API_DIR = Path(__file__).resolve().parents[2] / "controlplane" / "runtimes" / "containerd" / "api"
 GENERATOR = API_DIR / "proto" / "generate.py"
 
 

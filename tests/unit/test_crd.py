@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from controlplane.domain.crd import agent_crd
+from controlplane.domain.agents.crd import agent_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 

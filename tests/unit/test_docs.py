@@ -170,7 +170,7 @@ def test_every_mermaid_block_is_a_diagram_with_content(page: Path) -> None:
 
 
 def test_the_lifecycle_diagram_has_exactly_the_transitions_of_the_table() -> None:
-    from controlplane.domain.lifecycle import TRANSITIONS, Phase
+    from controlplane.domain.agents.lifecycle import TRANSITIONS, Phase
 
     [diagram] = [
         b for b in mermaid_blocks(text_of(ARCH / "state-machines.md")) if "%% lifecycle" in b
@@ -185,7 +185,7 @@ def test_the_lifecycle_diagram_has_exactly_the_transitions_of_the_table() -> Non
 
 
 def test_the_outbox_diagram_names_every_outbox_state_and_no_other() -> None:
-    from controlplane.domain.events import OutboxState
+    from controlplane.domain.events.envelope import OutboxState
 
     [diagram] = [b for b in mermaid_blocks(text_of(ARCH / "state-machines.md")) if "%% outbox" in b]
     names = set()

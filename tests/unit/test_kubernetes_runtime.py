@@ -10,7 +10,7 @@ import pytest
 
 from controlplane.domain.quantity import parse_quantity
 from controlplane.runtimes.base import ProbeSpec, SandboxError, SandboxSpec, SandboxState
-from controlplane.runtimes.kubernetes import (
+from controlplane.runtimes.kubernetes.runtime import (
     CONFIG_FIELD,
     node_capacity,
     pod_manifest,

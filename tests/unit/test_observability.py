@@ -20,10 +20,10 @@ from prometheus_client import REGISTRY
 from controlplane.api.app import create_app
 from controlplane.bootstrap import Container
 from controlplane.config import Settings
-from controlplane.controller.workqueue import WorkQueue
+from controlplane.controllers.machinery.workqueue import WorkQueue
 from controlplane.data import migrate
-from controlplane.domain.agent import AgentStatus, parse_agent
-from controlplane.domain.events import rfc3339
+from controlplane.domain.agents.model import AgentStatus, parse_agent
+from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.records import AgentRecord
 from controlplane.observability import metrics
 from controlplane.observability.inventory import refresh_agent_phases

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from controlplane.outbox.relay import backoff_delay_s
+from controlplane.messaging.relay import backoff_delay_s
 
 
 def test_backoff_stays_within_the_exponential_envelope_and_the_cap() -> None:

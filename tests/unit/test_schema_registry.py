@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from controlplane.domain.errors import EventSchemaViolation, IncompatibleSchema, UnknownEventType
-from controlplane.outbox.schema_registry import (
+from controlplane.domain.events.registry import (
     SchemaRegistry,
     compatibility_problems,
     load_builtin_schemas,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from controlplane.controller.workqueue import RateLimiter, WorkQueue
+from controlplane.controllers.machinery.workqueue import RateLimiter, WorkQueue
 
 
 async def test_an_item_is_queued_once_and_requeued_if_added_while_processing() -> None:

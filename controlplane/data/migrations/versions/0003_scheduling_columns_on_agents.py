@@ -40,8 +40,8 @@ def upgrade() -> None:
 
 def _backfill() -> None:
     # Rows written before this revision: derive the columns from their stored documents.
-    from controlplane.data.agents import scheduling_columns
-    from controlplane.domain.agent import AgentSpec, AgentStatus
+    from controlplane.data.repositories.agents import scheduling_columns
+    from controlplane.domain.agents.model import AgentSpec, AgentStatus
 
     bind = op.get_bind()
     agents = sa.table(

@@ -1,0 +1,302 @@
+"""The outbox relay: committed events → NATS JetStream, exactly once by `event_id`.
+
+Each cycle (DESIGN §3):
+1. lease up to `batch_size` aggregates with due events (`FOR UPDATE SKIP LOCKED` + lease);
+2. read their unpublished events in sequence order;
+3. publish them, one chain per aggregate (an aggregate's next event is sent only after the
+   previous one is acked, so order holds even when a publish fails), all chains at once;
+4. record the outcome and release the leases in one transaction.
+
+A publish that fails is retried with exponential backoff and full jitter; after
+`max_attempts` the event is dead-lettered (table and `AGENTOS_DLQ`). The relay wakes on
+PostgreSQL `LISTEN agentos_outbox` and polls as a fallback. SIGTERM drains: the current cycle
+finishes and its results are recorded before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controlplane.data.engine import is_postgres
+from controlplane.data.outbox.relay_store import (
+    AggregateKey,
+    DeadLetter,
+    Failed,
+    OutboxRow,
+    OutboxStore,
+    Published,
+)
+from controlplane.data.unit_of_work import OUTBOX_CHANNEL
+from controlplane.domain.events.envelope import utcnow
+from controlplane.messaging import metrics
+from controlplane.messaging.streams import (
+    EVENTS_STREAM,
+    ensure_streams,
+    event_subject,
+    publish,
+    publish_dead_letter,
+)
+from controlplane.observability import tracing
+
+log = structlog.get_logger("agentos.relay")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Tuning of the relay; times in seconds."""
+
+    batch_size: int = 256
+    per_aggregate: int = 32
+    lease_s: float = 30.0
+    poll_interval_s: float = 1.0
+    publish_timeout_s: float = 5.0
+    max_attempts: int = 8
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 60.0
+    status_interval_s: float = 5.0
+
+
+def backoff_delay_s(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, base·2^(attempt-1))].
+
+    (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015.)
+    """
+    return rng.uniform(0, min(max_s, base_s * (2 ** max(attempt - 1, 0))))
+
+
+def encode(row: OutboxRow) -> bytes:
+    """The event as it travels on NATS: the envelope as compact JSON."""
+    return json.dumps(row.envelope.to_dict(), separators=(",", ":")).encode()
+
+
+class Relay:
+    """Moves committed outbox rows to JetStream. Several relays may run at once."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        database_url: str,
+        nc: NATS,
+        config: RelayConfig | None = None,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.store = OutboxStore(engine)
+        self._database_url = database_url
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self.config = config or RelayConfig()
+        self.owner = owner or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._rng = random.Random()
+        self._last_status = 0.0
+        self.stats = {"published": 0, "duplicates": 0, "failed": 0, "dead_lettered": 0}
+
+    async def setup(self) -> None:
+        """Declare the streams (idempotent)."""
+        await ensure_streams(self._js)
+
+    async def run_once(self) -> int:
+        """One claim → publish → record cycle. Returns how many events it handled."""
+        if not self._nc.is_connected:
+            return 0  # an outage is not a failed attempt: wait for the reconnect
+        keys = await self.store.claim(self.owner, self.config.lease_s, self.config.batch_size)
+        if not keys:
+            return 0
+        rows = await self.store.pending(keys, self.config.per_aggregate)
+        published, failed, dead = await self._publish_all(rows)
+        await self.store.finish(self.owner, keys, published, failed, dead)
+        self.stats["published"] += len(published)
+        self.stats["failed"] += len(failed)
+        self.stats["dead_lettered"] += len(dead)
+        for d in dead:
+            await self._publish_dead_letter(d)
+        return len(rows)
+
+    async def _publish_all(
+        self, rows: Sequence[OutboxRow]
+    ) -> tuple[list[Published], list[Failed], list[DeadLetter]]:
+        chains: dict[AggregateKey, list[OutboxRow]] = defaultdict(list)
+        for row in rows:
+            chains[(row.envelope.aggregate_type, row.envelope.aggregate_id)].append(row)
+        published: list[Published] = []
+        failed: list[Failed] = []
+        dead: list[DeadLetter] = []
+
+        async def chain(events: list[OutboxRow]) -> None:
+            for row in events:
+                outcome = await self._publish_one(row)
+                if isinstance(outcome, Published):
+                    published.append(outcome)
+                    continue
+                if row.attempts + 1 >= self.config.max_attempts:
+                    reason = f"publish failed {row.attempts + 1} times: {outcome}"
+                    dead.append(DeadLetter(row, reason))
+                else:
+                    delay = backoff_delay_s(
+                        row.attempts + 1,
+                        self.config.backoff_base_s,
+                        self.config.backoff_max_s,
+                        self._rng,
+                    )
+                    failed.append(Failed(row.id, outcome, utcnow() + timedelta(seconds=delay)))
+                return  # the rest of this aggregate waits: order per aggregate
+
+        await asyncio.gather(*(chain(events) for events in chains.values()))
+        return published, failed, dead
+
+    async def _publish_one(self, row: OutboxRow) -> Published | str:
+        # The publish span continues the trace stored with the row (the request or reconcile
+        # that wrote the event); the message carries the publish span's own traceparent.
+        with tracing.tracer().start_as_current_span(
+            f"publish {EVENTS_STREAM}",
+            context=tracing.context_from_traceparent(row.traceparent),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": event_subject(row.envelope),
+                "messaging.message.id": row.envelope.event_id,
+            },
+        ) as span:
+            outcome = await self._publish_traced(row)
+            if not isinstance(outcome, Published):
+                span.set_status(StatusCode.ERROR, outcome)
+            return outcome
+
+    async def _publish_traced(self, row: OutboxRow) -> Published | str:
+        headers = tracing.inject({"Agentos-Event-Type": row.envelope.event_type})
+        metrics.PUBLISH_ATTEMPTS.inc()
+        started = time.perf_counter()
+        try:
+            result = await publish(
+                self._js,
+                event_subject(row.envelope),
+                encode(row),
+                msg_id=row.msg_id,
+                headers=headers,
+                timeout_s=self.config.publish_timeout_s,
+                stream=EVENTS_STREAM,
+            )
+        except TimeoutError:
+            metrics.PUBLISH_FAILURES.labels("timeout").inc()
+            return f"no ack within {self.config.publish_timeout_s}s"
+        except Exception as exc:  # any broker answer that is not an ack is a failed attempt
+            metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
+            return f"{type(exc).__name__}: {exc}"
+        metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
+        metrics.PUBLISHED.inc()
+        if result.duplicate:
+            self.stats["duplicates"] += 1
+            metrics.PUBLISH_DUPLICATES.inc()
+            log.info("duplicate", event_id=row.envelope.event_id, stream_seq=result.stream_sequence)
+        else:
+            metrics.COMMIT_TO_PUBLISH.observe((utcnow() - row.envelope.occurred_at).total_seconds())
+        return Published(row.id, result.stream_sequence)
+
+    async def _publish_dead_letter(self, dead: DeadLetter) -> None:
+        metrics.DEAD_LETTERS.labels("relay").inc()
+        log.warning("dead-lettered", event_id=dead.row.envelope.event_id, reason=dead.reason)
+        await publish_dead_letter(
+            self._js,
+            dead.row.envelope,
+            reason=dead.reason,
+            source="relay",
+            msg_id=f"dlq-{dead.row.msg_id}",
+            timeout_s=self.config.publish_timeout_s,
+        )
+
+    async def refresh_status_metrics(self) -> None:
+        """Update the backlog gauges from the database (at most every status_interval_s)."""
+        now = time.monotonic()
+        if now - self._last_status < self.config.status_interval_s:
+            return
+        self._last_status = now
+        status = await self.store.status()
+        for state, count in status.counts.items():
+            metrics.OUTBOX_EVENTS.labels(state).set(count)
+        metrics.OUTBOX_OLDEST_UNPUBLISHED_AGE.set(status.oldest_unpublished_age_s or 0)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Wake the loop on NOTIFY agentos_outbox; reconnect when PostgreSQL goes away."""
+        import asyncpg
+
+        dsn = (
+            make_url(self._database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(dsn, timeout=5)
+            except (OSError, asyncpg.PostgresError):
+                await _wait(stop, self.config.poll_interval_s)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_args: self._wake.set())
+            self._wake.set()  # anything committed while we were not listening
+            await _first(stop.wait(), lost.wait())
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; the cycle in progress completes first (drain)."""
+        await self.setup()
+        listener = None
+        if is_postgres(self._database_url):
+            listener = asyncio.create_task(self._listen(stop))
+        log.info("relay started", owner=self.owner)
+        try:
+            while not stop.is_set():
+                # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
+                # runs must wake the next wait, not be lost until the poll interval.
+                self._wake.clear()
+                try:
+                    handled = await self.run_once()
+                    await self.refresh_status_metrics()
+                except Exception as exc:  # the database went away: log, back off, carry on
+                    log.warning("relay cycle failed", error=f"{type(exc).__name__}: {exc}")
+                    handled = 0
+                    await _wait(stop, self.config.poll_interval_s)
+                if handled:
+                    continue  # more may be waiting
+                await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
+        finally:
+            if listener:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            log.info("relay stopped", owner=self.owner)
+
+
+async def _first(*aws: Any, timeout_s: float | None = None) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

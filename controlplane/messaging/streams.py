@@ -1,0 +1,131 @@
+"""JetStream adapter: connection, declarative stream setup, subjects and publishing.
+
+Streams (DESIGN §3): `AGENTOS_EVENTS` on `agentos.events.<tenant>.<aggregate_type>.<event_type>`
+and `AGENTOS_DLQ` on `agentos.dlq.>`. Setup is idempotent: a stream is created when missing
+and updated to the declared configuration otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+
+from controlplane.domain.events.envelope import EventEnvelope
+
+EVENTS_STREAM = "AGENTOS_EVENTS"
+DLQ_STREAM = "AGENTOS_DLQ"
+EVENTS_SUBJECT_PREFIX = "agentos.events"
+DLQ_SUBJECT_PREFIX = "agentos.dlq"
+DUPLICATE_WINDOW_S = 120.0
+
+
+def event_subject(envelope: EventEnvelope, prefix: str = EVENTS_SUBJECT_PREFIX) -> str:
+    """`agentos.events.<tenant>.<aggregate_type>.<event_type>` for `envelope`."""
+    return f"{prefix}.{envelope.tenant_id}.{envelope.aggregate_type}.{envelope.event_type}"
+
+
+def stream_configs(duplicate_window_s: float = DUPLICATE_WINDOW_S) -> list[StreamConfig]:
+    """The declared streams."""
+    return [
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{EVENTS_SUBJECT_PREFIX}.>"],
+            duplicate_window=duplicate_window_s,
+            max_age=7 * 24 * 3600.0,
+        ),
+        StreamConfig(
+            name=DLQ_STREAM,
+            subjects=[f"{DLQ_SUBJECT_PREFIX}.>"],
+            duplicate_window=duplicate_window_s,
+            max_age=30 * 24 * 3600.0,
+        ),
+    ]
+
+
+async def ensure_streams(
+    js: JetStreamContext, duplicate_window_s: float = DUPLICATE_WINDOW_S
+) -> None:
+    """Create or update the declared streams (idempotent)."""
+    for config in stream_configs(duplicate_window_s):
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config=config)
+        else:
+            await js.update_stream(config=config)
+
+
+async def connect(url: str, *, name: str, connect_timeout_s: float = 5.0) -> NATS:
+    """Connect to NATS, reconnecting forever in the background after a first success."""
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=connect_timeout_s,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+    )
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """JetStream's answer: the stream sequence, and whether it was a duplicate by msg id."""
+
+    stream_sequence: int
+    duplicate: bool
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    msg_id: str,
+    headers: dict[str, str] | None = None,
+    timeout_s: float,
+    stream: str | None = None,
+) -> PublishResult:
+    """Publish with `Nats-Msg-Id = msg_id` and wait for the ack at most `timeout_s`.
+
+    `publish_async` futures have no deadline of their own, so the wait (for a pending slot
+    and for the ack) is bounded here, by one `asyncio.timeout`: on Python 3.11 each
+    `asyncio.wait_for` (and `wait_stall`) costs a Task per call. Raises TimeoutError or a
+    nats error.
+    """
+    hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+    async with asyncio.timeout(timeout_s):
+        future = await js.publish_async(subject, data, headers=hdrs, stream=stream)
+        ack = await future
+    return PublishResult(ack.seq, bool(ack.duplicate))
+
+
+async def publish_dead_letter(
+    js: JetStreamContext,
+    envelope: EventEnvelope,
+    *,
+    reason: str,
+    source: str,
+    msg_id: str,
+    timeout_s: float,
+) -> None:
+    """Copy a dead-lettered event to `AGENTOS_DLQ` (`agentos.dlq.<tenant>.<type>.<event>`) as
+    `{"reason", "source", "envelope"}`. Best effort: the `dead_letters` table is the record, so
+    a failure here is swallowed."""
+    body = {"reason": reason, "source": source, "envelope": envelope.to_dict()}
+    with contextlib.suppress(Exception):
+        await publish(
+            js,
+            event_subject(envelope, DLQ_SUBJECT_PREFIX),
+            json.dumps(body).encode(),
+            msg_id=msg_id,
+            timeout_s=timeout_s,
+        )

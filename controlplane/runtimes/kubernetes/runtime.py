@@ -1,0 +1,577 @@
+"""The Kubernetes runtime (DESIGN §5): a Pod per sandbox, bound by the Agent OS scheduler.
+
+A sandbox is a Pod named by the sandbox id in the agent's namespace (namespace = tenant):
+- `runtimeClassName` is the Agent's runtime class (`runc`, `gvisor`: RuntimeClass objects
+  whose handlers are the node runtime's `runc` and `runsc`); class `process` runs in the
+  node's default runtime (no RuntimeClass);
+- `schedulerName: agentos`, so no other scheduler places it: the control plane's scheduler
+  chose the node (from the capacities below) and `start` binds the Pod there through the
+  `pods/binding` subresource, as kube-scheduler does;
+- requests and limits from the spec; an ownerReference to the Agent custom resource when the
+  agent came from one (annotation `agentos.io/kubernetes-uid`), so Kubernetes' garbage
+  collector removes the Pod with it;
+- hardened to the Pod Security Standards' `restricted` profile: non-root (UID 65532), no
+  privilege escalation, every capability dropped, read-only root filesystem, seccomp
+  RuntimeDefault, no ServiceAccount token, no service links;
+- `restartPolicy: Never`: restarts are the control plane's (restartPolicy, maxRestarts and
+  backoff of the Agent), each a new Pod.
+
+Pod phase and the Ready condition drive the lifecycle: Pending and unbound → CREATED, bound
+or Running → RUNNING (Ready when the Pod's Ready condition is True, i.e. the kubelet's
+readiness probe, built from `spec.readiness`, passes), Succeeded/Failed → EXITED.
+
+One informer (list, then watch, relisting after an error) keeps every Pod in a cache: this
+installation's (labels `agentos.io/managed` and `agentos.io/instance`) answer
+`status`/`probe` without a request and are the only ones the leak sweep may remove; every
+other Pod counts against its node's free capacity. Nodes are cached the same way; `nodes()`
+gives the scheduler each Ready, schedulable node's allocatable cpu, memory and pods minus
+what foreign Pods request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any, cast
+
+import msgspec
+import structlog
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.core.exceptions import ConfigError
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources.core_v1 import Pod, PodBinding
+
+from controlplane.domain.quantity import parse_quantity
+from controlplane.domain.scheduling.admission import Node
+from controlplane.runtimes.base import (
+    LABEL_AGENT_ID,
+    LABEL_MANAGED,
+    ProbeSpec,
+    SandboxError,
+    SandboxSpec,
+    SandboxState,
+    SandboxStatus,
+)
+
+log = structlog.get_logger("agentos.runtime.kubernetes")
+
+# Pods and Nodes as plain mappings for the informers: a watch delivers thousands of them, and
+# reading JSON into dicts costs far less than into typed models and back.
+RawPod = create_namespaced_resource("", "v1", "Pod", "pods")
+RawNode = create_global_resource("", "v1", "Node", "nodes")
+
+SCHEDULER_NAME = "agentos"
+LABEL_INSTANCE = "agentos.io/instance"
+DEFAULT_INSTANCE = "agentos"
+ANNOTATION_NODE = "agentos.io/node"
+ANNOTATION_CONFIG = "agentos.io/config"
+ANNOTATION_KUBERNETES_UID = "agentos.io/kubernetes-uid"
+AGENT_UID = 65532
+CONFIG_DIR = "/etc/agentos"
+RUN_DIR = "/var/run/agentos"
+CONFIG_FIELD = f"metadata.annotations['{ANNOTATION_CONFIG}']"
+RUNTIME_CLASSES = {"runc": "runc", "gvisor": "gvisor"}  # Agent class → RuntimeClass name
+_TERMINAL = ("Succeeded", "Failed")
+
+
+def _resource_version(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _requests_of(pod: dict[str, Any]) -> tuple[int, int]:
+    """What a Pod requests, in millicores and bytes (its containers' requests summed)."""
+    cpu = memory = 0
+    for c in pod.get("spec", {}).get("containers", []):
+        requests = (c.get("resources") or {}).get("requests") or {}
+        if "cpu" in requests:
+            cpu += int(parse_quantity(requests["cpu"]) * 1000)
+        if "memory" in requests:
+            memory += int(parse_quantity(requests["memory"]))
+    return cpu, memory
+
+
+def _quantity_str(millis: int = 0, nbytes: int = 0) -> str:
+    return f"{millis}m" if millis else str(nbytes)
+
+
+def readiness_probe(probe: ProbeSpec) -> dict[str, Any]:
+    """The kubelet readiness probe for an Agent's `spec.readiness`. A heartbeat becomes an
+    exec probe that checks the heartbeat file's age (the image needs `sh` and `find`)."""
+    timing = {
+        "periodSeconds": max(1, round(probe.period_s)),
+        "timeoutSeconds": max(1, round(probe.timeout_s)),
+        "failureThreshold": probe.failure_threshold,
+    }
+    if probe.http_port is not None:
+        return {"httpGet": {"path": probe.http_path, "port": probe.http_port}, **timing}
+    if probe.exec_command:
+        return {"exec": {"command": list(probe.exec_command)}, **timing}
+    fresh_s = max(1, round(probe.period_s * probe.failure_threshold))
+    check = f'test -n "$(find {RUN_DIR}/heartbeat -newermt "-{fresh_s} seconds" 2>/dev/null)"'
+    return {"exec": {"command": ["sh", "-c", check]}, **timing}
+
+
+def pod_manifest(
+    spec: SandboxSpec, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
+) -> dict[str, Any]:
+    """The Pod for `spec` (see the module docstring). Raises SandboxError for an image a
+    node cannot pull (`oci-archive:` paths are local to the control plane)."""
+    if spec.image.startswith("oci-archive:"):
+        raise SandboxError(
+            "InvalidImage", "an oci-archive: image exists only on the control plane's host"
+        )
+    env = [{"name": k, "value": v} for k, v in spec.env.items()]
+    env += [
+        {"name": "AGENTOS_AGENT_NAME", "value": spec.name},
+        {"name": "AGENTOS_TENANT", "value": spec.tenant},
+        {"name": "AGENTOS_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
+        {"name": "AGENTOS_HEARTBEAT_FILE", "value": f"{RUN_DIR}/heartbeat"},
+    ]
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if spec.request_cpu_millis:
+        requests["cpu"] = f"{spec.request_cpu_millis}m"
+    if spec.request_memory_bytes:
+        requests["memory"] = str(spec.request_memory_bytes)
+    if spec.cpu_millis:
+        limits["cpu"] = f"{spec.cpu_millis}m"
+    if spec.memory_bytes:
+        limits["memory"] = str(spec.memory_bytes)
+    container: dict[str, Any] = {
+        "name": "agent",
+        "image": spec.image,
+        "env": env,
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "run", "mountPath": RUN_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a volume, not a temp file
+        ],
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.probe is not None:
+        container["readinessProbe"] = readiness_probe(spec.probe)
+    metadata: dict[str, Any] = {
+        "name": spec.sandbox_id,
+        "namespace": spec.tenant,
+        "labels": {
+            **spec.labels(),
+            LABEL_INSTANCE: instance,
+            "app.kubernetes.io/name": spec.name,
+            "app.kubernetes.io/managed-by": "agentos",
+        },
+        "annotations": {
+            ANNOTATION_NODE: spec.node,
+            ANNOTATION_CONFIG: json.dumps(spec.config, sort_keys=True),
+        },
+    }
+    owner_uid = spec.annotations.get(ANNOTATION_KUBERNETES_UID)
+    if owner_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "agentos.io/v1alpha1",
+                "kind": "Agent",
+                "name": spec.name,
+                "uid": owner_uid,
+                "controller": True,
+            }
+        ]
+    pod_spec: dict[str, Any] = {
+        "schedulerName": scheduler_name,
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": AGENT_UID,
+            "runAsGroup": AGENT_UID,
+            "fsGroup": AGENT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "config",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "config.json",
+                            "fieldRef": {"fieldPath": CONFIG_FIELD},
+                        }
+                    ]
+                },
+            },
+            {"name": "run", "emptyDir": {"sizeLimit": "1Mi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        ],
+    }
+    runtime_class = RUNTIME_CLASSES.get(spec.runtime_class)
+    if runtime_class:
+        pod_spec["runtimeClassName"] = runtime_class
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def pod_status(sandbox_id: str, pod: dict[str, Any] | None) -> SandboxStatus:
+    """A Pod's phase as a sandbox state (see the module docstring)."""
+    if pod is None:
+        return SandboxStatus(sandbox_id, SandboxState.MISSING)
+    status = pod.get("status") or {}
+    phase = status.get("phase", "Pending")
+    if pod["metadata"].get("deletionTimestamp"):
+        return SandboxStatus(sandbox_id, SandboxState.EXITED, message="the Pod is being deleted")
+    if phase in _TERMINAL:
+        code = None
+        for cs in status.get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated")
+            if terminated:
+                code = terminated.get("exitCode")
+        message = status.get("message") or status.get("reason") or f"Pod {phase}"
+        return SandboxStatus(sandbox_id, SandboxState.EXITED, exit_code=code, message=message)
+    if not pod.get("spec", {}).get("nodeName"):
+        return SandboxStatus(sandbox_id, SandboxState.CREATED, message="Pod not bound")
+    return SandboxStatus(sandbox_id, SandboxState.RUNNING, message=f"Pod {phase}")
+
+
+def pod_ready(pod: dict[str, Any] | None) -> bool:
+    """The Pod's Ready condition is True (Kubernetes: all containers pass readiness)."""
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return False
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return bool(c.get("status") == "True")
+    return False
+
+
+def node_capacity(node: dict[str, Any]) -> Node | None:
+    """A Ready, schedulable node's allocatable cpu, memory and pods; None otherwise (not
+    Ready, cordoned, or tainted NoSchedule/NoExecute: Agent Pods carry no tolerations)."""
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    if spec.get("unschedulable"):
+        return None
+    if any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or []):
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "True":
+        return None
+    allocatable = status.get("allocatable") or status.get("capacity") or {}
+    try:
+        return Node(
+            node["metadata"]["name"],
+            int(parse_quantity(allocatable.get("cpu", "0")) * 1000),
+            int(parse_quantity(allocatable.get("memory", "0"))),
+            int(parse_quantity(allocatable.get("pods", "110"))),
+        )
+    except ValueError:
+        return None
+
+
+class _Informer:
+    """A cache of one kind of object kept by list-then-watch; relists after any error.
+    `on_change(obj, deleted)` runs for each change after the first list."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        kind: type,
+        on_change: Callable[[dict[str, Any], bool], None],
+        labels: dict[str, Any] | None = None,
+        namespaced: bool = True,
+    ) -> None:
+        self._client = client
+        self._namespace = "*" if namespaced else None
+        self._kind = kind
+        self._labels = labels
+        self._on_change = on_change
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.synced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @staticmethod
+    def key(obj: dict[str, Any]) -> tuple[str, str]:
+        meta = obj["metadata"]
+        return meta.get("namespace") or "", meta["name"]
+
+    def put(self, obj: dict[str, Any], *, deleted: bool = False) -> None:
+        """Record a newer state of `obj` (a write-through from our own requests, or a
+        watch event); an older one than the cache holds is ignored."""
+        key = self.key(obj)
+        held = self.objects.get(key)
+        if held is not None and _resource_version(held) > _resource_version(obj):
+            return
+        if deleted:
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        self._on_change(obj, deleted)
+
+    async def _run(self) -> None:
+        pause_s = 0.1
+        while True:
+            try:
+                listing: Any = self._client.list(
+                    self._kind, namespace=self._namespace, labels=self._labels
+                )
+                fresh = {self.key(o): o async for o in (x.to_dict() async for x in listing)}
+                version = listing.resourceVersion
+                gone = [o for k, o in self.objects.items() if k not in fresh]
+                self.objects = fresh
+                for obj in gone:
+                    self._on_change(obj, True)
+                for obj in fresh.values():
+                    self._on_change(obj, False)
+                self.synced.set()
+                pause_s = 0.1
+                async for kind, obj in self._client.watch(
+                    self._kind,
+                    namespace=self._namespace,
+                    labels=self._labels,
+                    resource_version=version,
+                ):
+                    self.put(obj.to_dict(), deleted=kind == "DELETED")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "watch failed; relisting",
+                    kind=self._kind.__name__,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, 5.0)
+
+
+class KubernetesRuntime:
+    """Sandboxes as Pods (see the module docstring). Idempotent on `sandbox_id`."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        scheduler_name: str = SCHEDULER_NAME,
+        instance: str = DEFAULT_INSTANCE,
+    ) -> None:
+        self._client = client
+        self._scheduler_name = scheduler_name
+        self._instance = instance
+        self._pods = _Informer(client, RawPod, self._pod_changed)
+        self._nodes = _Informer(client, RawNode, self._node_changed, namespaced=False)
+        self._by_sandbox: dict[str, tuple[str, str]] = {}
+        self._sandbox_listeners: list[Callable[[str], None]] = []
+        self._capacity_listeners: list[Callable[[], None]] = []
+        self._capacities: dict[str, Node | None] = {}  # node name → what it offered last
+
+    @classmethod
+    def from_env(
+        cls, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
+    ) -> KubernetesRuntime:
+        """Credentials from $KUBECONFIG (or ~/.kube/config) or, in a Pod, its ServiceAccount.
+        Raises SandboxError when there are none."""
+        try:
+            config = KubeConfig.from_env()
+        except ConfigError as exc:
+            raise SandboxError("RuntimeUnavailable", f"no Kubernetes credentials: {exc}") from exc
+        client = AsyncClient(config, field_manager="agentos-controller")
+        return cls(client, scheduler_name=scheduler_name, instance=instance)
+
+    def subscribe(self, on_sandbox: Callable[[str], None], on_capacity: Callable[[], None]) -> None:
+        """Call `on_sandbox(agent_id)` when a managed Pod changes and `on_capacity()` when a
+        node or a foreign Pod does (level-triggered hints for the controller)."""
+        self._sandbox_listeners.append(on_sandbox)
+        self._capacity_listeners.append(on_capacity)
+
+    def _pod_changed(self, pod: dict[str, Any], deleted: bool) -> None:
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        if self._mine(labels):
+            if deleted:
+                self._by_sandbox.pop(meta["name"], None)
+            else:
+                self._by_sandbox[meta["name"]] = (meta["namespace"], meta["name"])
+            agent_id = labels.get(LABEL_AGENT_ID)
+            if agent_id:
+                for listener in self._sandbox_listeners:
+                    listener(agent_id)
+        elif pod.get("spec", {}).get("nodeName"):
+            for capacity_listener in self._capacity_listeners:
+                capacity_listener()
+
+    def _mine(self, labels: dict[str, str]) -> bool:
+        """A sandbox of this installation (another one's Pods are foreign: capacity used)."""
+        return labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_INSTANCE) == self._instance
+
+    def _node_changed(self, node: dict[str, Any], deleted: bool) -> None:
+        # Kubelets (and KWOK) rewrite node status every few seconds; only a change in what
+        # the scheduler can place there is worth a scheduling pass.
+        name = node["metadata"]["name"]
+        capacity = None if deleted else node_capacity(node)
+        if self._capacities.get(name) == capacity and name in self._capacities:
+            return
+        self._capacities[name] = capacity
+        for listener in self._capacity_listeners:
+            listener()
+
+    async def _started(self) -> None:
+        self._pods.start()
+        self._nodes.start()
+        await self._pods.synced.wait()
+        await self._nodes.synced.wait()
+
+    def _pod(self, sandbox_id: str) -> dict[str, Any] | None:
+        key = self._by_sandbox.get(sandbox_id)
+        return self._pods.objects.get(key) if key else None
+
+    async def nodes(self) -> list[Node]:
+        """Schedulable nodes with what foreign (non-Agent OS) Pods already request taken off;
+        Agent OS's own Pods are the control plane's reservations, counted by the scheduler."""
+        await self._started()
+        nodes = {n.name: n for obj in self._nodes.objects.values() if (n := node_capacity(obj))}
+        for pod in self._pods.objects.values():
+            meta = pod["metadata"]
+            node = nodes.get(pod.get("spec", {}).get("nodeName", ""))
+            if node is None or self._mine(meta.get("labels") or {}):
+                continue
+            if (pod.get("status") or {}).get("phase") in _TERMINAL:
+                continue
+            cpu, memory = _requests_of(pod)
+            node.reserve(cpu, memory)
+        return list(nodes.values())
+
+    async def create(self, spec: SandboxSpec) -> SandboxStatus:
+        await self._started()
+        existing = self._pod(spec.sandbox_id)
+        if existing is not None:
+            return pod_status(spec.sandbox_id, existing)
+        manifest = pod_manifest(spec, self._scheduler_name, self._instance)
+        try:
+            created = await self._client.create(cast(Pod, Pod.from_dict(manifest)))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise SandboxError("PodCreateFailed", exc.status.message or str(exc)) from exc
+            created = await self._client.get(Pod, spec.sandbox_id, namespace=spec.tenant)
+        pod = created.to_dict()
+        self._by_sandbox[spec.sandbox_id] = (spec.tenant, spec.sandbox_id)
+        self._pods.put(pod)
+        return pod_status(spec.sandbox_id, pod)
+
+    async def start(self, sandbox_id: str) -> SandboxStatus:
+        """Bind the Pod to the node the scheduler chose (annotation `agentos.io/node`); a
+        bound Pod is left alone."""
+        await self._started()
+        pod = self._pod(sandbox_id)
+        if pod is None:
+            raise SandboxError("SandboxMissing", f"no Pod {sandbox_id}")
+        if pod.get("spec", {}).get("nodeName"):
+            return pod_status(sandbox_id, pod)
+        meta = pod["metadata"]
+        node = (meta.get("annotations") or {}).get(ANNOTATION_NODE)
+        if not node:
+            raise SandboxError("Unschedulable", f"Pod {sandbox_id} has no node chosen")
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": sandbox_id, "namespace": meta["namespace"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        try:
+            target = cast(PodBinding, PodBinding.from_dict(binding))
+            await self._client.create(target, name=sandbox_id, namespace=meta["namespace"])
+        except msgspec.ValidationError:
+            # The apiserver answers a binding with a Status (201 Success), which lightkube
+            # tries to read as a Binding; the request itself succeeded.
+            pass
+        except ApiError as exc:
+            # 409: bound already (by an earlier attempt whose answer was lost).
+            if exc.status.code != 409:
+                raise SandboxError("BindFailed", exc.status.message or str(exc)) from exc
+        bound = {**pod, "spec": {**pod["spec"], "nodeName": node}}
+        return pod_status(sandbox_id, bound)
+
+    async def status(self, sandbox_id: str) -> SandboxStatus:
+        await self._started()
+        return pod_status(sandbox_id, self._pod(sandbox_id))
+
+    async def probe(self, sandbox_id: str, probe: ProbeSpec) -> bool:
+        """The Pod's Ready condition: the kubelet ran the readiness probe in the sandbox."""
+        await self._started()
+        return pod_ready(self._pod(sandbox_id))
+
+    async def stop(self, sandbox_id: str, timeout_s: float = 10.0) -> None:
+        await self._delete(sandbox_id, max(0, round(timeout_s)))
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Delete the Pod (graceful: its containers get SIGTERM, then SIGKILL after the
+        Pod's grace period). Returns once the apiserver accepted the deletion."""
+        await self._delete(sandbox_id, None)
+
+    async def _delete(self, sandbox_id: str, grace_s: int | None) -> None:
+        await self._started()
+        pod = self._pod(sandbox_id)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return
+        meta = pod["metadata"]
+        try:
+            await self._client.delete(
+                Pod, meta["name"], namespace=meta["namespace"], grace_period=grace_s
+            )
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise SandboxError("PodDeleteFailed", exc.status.message or str(exc)) from exc
+
+    async def logs(self, sandbox_id: str, tail_lines: int = 100) -> str:
+        """The agent container's log through the apiserver ("" when the node serves none)."""
+        await self._started()
+        key = self._by_sandbox.get(sandbox_id)
+        if key is None:
+            return ""
+        lines: list[str] = []
+        try:
+            async for line in self._client.log(
+                key[1], namespace=key[0], container="agent", tail_lines=tail_lines
+            ):
+                lines.append(line)
+        except (ApiError, OSError) as exc:
+            log.debug("no logs", sandbox_id=sandbox_id, error=str(exc))
+        return "".join(lines)
+
+    async def list_sandboxes(self) -> dict[str, str]:
+        await self._started()
+        found: dict[str, str] = {}
+        for sandbox_id, key in self._by_sandbox.items():
+            pod = self._pods.objects.get(key)
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
+                continue
+            found[sandbox_id] = pod["metadata"]["labels"].get(LABEL_AGENT_ID, "")
+        return found
+
+    async def close(self) -> None:
+        await self._pods.stop()
+        await self._nodes.stop()
+        await self._client.close()
