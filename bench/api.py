@@ -28,9 +28,10 @@ from typing import Any
 
 import httpx
 
-from bench.database import create_database, drop_database
-from tests.integration.conftest import free_port
-from tests.waiting import wait_until
+from harness.ports import free_port
+from harness.postgres import create_database, drop_database
+from harness.stats import percentile
+from harness.waiting import wait_until
 
 GOAL = {"create_p95_ms": 20.0, "get_p95_ms": 5.0, "error_rate": 0.0}
 
@@ -114,11 +115,6 @@ class Loopback:
         return int(status_line.split()[1]), data
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def open_loop(rate: float, seconds: float, request: Callable[[int], Any]) -> dict[str, Any]:
     """Send `request(i)` at `rate` per second for `seconds`; latency from the schedule."""
     total = int(rate * seconds)
@@ -150,8 +146,8 @@ async def open_loop(rate: float, seconds: float, request: Callable[[int], Any]) 
         "rate_per_s": rate,
         "achieved_per_s": round(total / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 2),
-        "p95_ms": round(percentile(latencies, 0.95), 2),
-        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "p95_ms": round(percentile(latencies, 95), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
         "error_rate": round(sum(errors.values()) / total, 4),
         "errors": errors,
     }

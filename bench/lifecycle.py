@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -61,20 +62,21 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.database import create_database, drop_database
-from bench.stats import percentile
-from controlplane.bootstrap import schema_registry
+from controlplane.bootstrap import Container, schema_registry
+from controlplane.config import Settings
 from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.scheduling.admission import Node
-from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.relay import RelayConfig
 from controlplane.messaging.streams import connect
 from controlplane.observability.logging import configure_logging
 from controlplane.runtimes.base import ProbeSpec, SandboxSpec, SandboxStatus
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from controlplane.service import agents as svc
+from harness.postgres import create_database, drop_database
+from harness.stats import percentile
 
 TENANT = "bench"
 CPU_LIMIT = "250m"  # both sides: AgentOS limits and `ctr run --cpus 0.25`
@@ -283,15 +285,22 @@ async def control_plane(
     try:
         engine = create_engine(url)
         # As `agentos serve` configures them (bootstrap.py): defaults but the node.
-        controller = Controller(
-            engine,
-            schema_registry(),
-            {"runc": runtime, "gvisor": runtime},  # type: ignore[dict-item]
-            ControllerConfig(workers=args.workers, require_published=True, nodes=[node]),
+        container = Container(
+            Settings(database_url=url),
+            engine=engine,
+            runtimes={"runc": runtime, "gvisor": runtime},  # type: ignore[dict-item]
+        )
+        controller = container.build_controller(
+            dataclasses.replace(
+                container.controller_config(),
+                workers=args.workers,
+                require_published=True,
+                nodes=[node],
+            )
         )
         nc = await connect(os.environ["AGENTOS_NATS_URL"], name="bench-lifecycle")
         tasks.append(asyncio.create_task(controller.run(stop)))
-        tasks.append(asyncio.create_task(Relay(engine, url, nc, RelayConfig()).run(stop)))
+        tasks.append(asyncio.create_task(container.build_relay(nc, RelayConfig()).run(stop)))
         yield Plane(engine, controller, runtime)
     finally:
         stop.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import resource
@@ -19,17 +20,17 @@ import time
 
 from sqlalchemy import func, select
 
-from bench.database import create_database, drop_database
-from controlplane.bootstrap import schema_registry
-from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
+from controlplane.bootstrap import Container, schema_registry
+from controlplane.config import Settings
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.scheduling.admission import Node
-from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.relay import RelayConfig
 from controlplane.messaging.streams import connect
 from controlplane.runtimes.simulated import SimulatedRuntime
 from controlplane.service import agents as svc
+from harness.postgres import create_database, drop_database
 
 TENANTS = 10
 
@@ -43,24 +44,27 @@ async def main(args: argparse.Namespace) -> dict:
     name, url = await create_database(admin_dsn, os.environ["AGENTOS_DATABASE_URL"])
     engine = create_engine(url, pool_size=20)
     sim = SimulatedRuntime(start_latency_s=args.start_latency_s)
-    controller = Controller(
-        engine,
-        schema_registry(),
-        {"runc": sim, "gvisor": sim, "process": sim},
-        ControllerConfig(
+    container = Container(
+        Settings(database_url=url),
+        engine=engine,
+        runtimes={"runc": sim, "gvisor": sim, "process": sim},
+    )
+    controller = container.build_controller(
+        dataclasses.replace(
+            container.controller_config(),
             workers=args.workers,
             change_poll_s=0.5,
             resync_s=600,
             require_published=args.relay,
             nodes=[Node(f"node-{i}", 64_000, 256 * 2**30) for i in range(4)],
-        ),
+        )
     )
     stop = asyncio.Event()
     tasks = [asyncio.create_task(controller.run(stop))]
     nc = None
     if args.relay:
         nc = await connect(os.environ["AGENTOS_NATS_URL"], name="bench")
-        relay = Relay(engine, url, nc, RelayConfig(batch_size=512, poll_interval_s=0.2))
+        relay = container.build_relay(nc, RelayConfig(batch_size=512, poll_interval_s=0.2))
         tasks.append(asyncio.create_task(relay.run(stop)))
     cpu0 = time.process_time()
     t0 = time.perf_counter()

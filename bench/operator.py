@@ -47,12 +47,12 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from sqlalchemy import select
 
-from bench.database import create_database, drop_database
-from bench.stats import percentile
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents as agents_table
+from harness.postgres import create_database, drop_database
+from harness.stats import percentile
+from harness.waiting import wait_until
 from tests import kube_cluster as kc
-from tests.waiting import wait_until
 
 Agent = create_namespaced_resource("agentos.io", "v1alpha1", "Agent", "agents")
 

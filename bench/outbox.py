@@ -40,12 +40,8 @@ import json
 import logging
 import math
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -61,8 +57,8 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.database import create_database, drop_database
-from controlplane.bootstrap import schema_registry
+from controlplane.bootstrap import Container, schema_registry
+from controlplane.config import Settings
 from controlplane.data.engine import create_engine
 from controlplane.data.outbox.relay_store import OutboxStore
 from controlplane.data.unit_of_work import UnitOfWork
@@ -70,6 +66,8 @@ from controlplane.domain.events.envelope import NewEvent, OutboxState
 from controlplane.messaging.relay import Relay, RelayConfig, encode
 from controlplane.messaging.streams import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
 from controlplane.observability.logging import configure_logging
+from harness.nats import PrivateNats
+from harness.postgres import PrivatePostgres, create_database, drop_database
 
 GOAL_RATIO = 0.7
 GOAL_P99_MS = 100.0
@@ -82,87 +80,6 @@ def log(message: str) -> None:
 
 
 # -- services ------------------------------------------------------------------------------------
-
-
-class PrivateNats:
-    """A nats-server with JetStream on a free loopback port, its store in a temp folder."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="agentos-bench-nats-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("nats-server")
-        if binary is None:
-            raise SystemExit("nats-server not found: run `make services` or pass --nats-url")
-        self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise SystemExit(f"private nats-server did not listen on {self.port} within 30 s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster (same binary and flags as hack/services.sh), for runs
-    while others restart the shared one. Runs as the `postgres` user when we are root."""
-
-    BIN = Path("/usr/lib/postgresql/15/bin")
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="agentos-bench-pg-"))
-        self.data = self.dir / "data"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    @property
-    def admin_dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    @property
-    def database_url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _pg(self, tool: str, *args: str, check: bool = True) -> None:
-        quiet = subprocess.DEVNULL
-        command = [*self._as, str(self.BIN / tool), "-D", str(self.data), *args]
-        subprocess.run(command, stdout=quiet, stderr=quiet, check=check)
-
-    def start(self) -> None:
-        if self._as:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self._pg("initdb", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
-            " -c max_connections=300"
-        )
-        self._pg("pg_ctl", "-l", str(self.dir / "log"), "-w", "start", "-o", options)
-
-    def stop(self) -> None:
-        self._pg("pg_ctl", "-m", "immediate", "-w", "stop", check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -339,7 +256,9 @@ async def drain(
     js = nc.jetstream()
     with contextlib.suppress(NotFoundError):
         await js.delete_stream(EVENTS_STREAM)
-    relay = Relay(engine, url, nc, config, owner="bench-relay")
+    relay = Container(Settings(database_url=url), engine=engine).build_relay(
+        nc, config, owner="bench-relay"
+    )
     await relay.setup()
     timer = PhaseTimer(relay)
     stop = asyncio.Event()
@@ -566,7 +485,9 @@ async def steady_latency(
 
     relay_engine = create_engine(url)
     relay_nc: NATS = await nats.connect(nats_url)
-    relay = Relay(relay_engine, url, relay_nc, config, owner="bench-steady")
+    relay = Container(Settings(database_url=url), engine=relay_engine).build_relay(
+        relay_nc, config, owner="bench-steady"
+    )
     timer = PhaseTimer(relay)
     stop = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(stop))

@@ -1,11 +1,19 @@
-"""Composition root: wires settings, the database, the schema registry and NATS together."""
+"""The composition root: builds what a process needs from `Settings` — the database engine,
+the schema registry, the runtimes, the controller and the relay — in one typed place.
+
+Every process (controlplane/entrypoints/), the operator, the tests' harnesses and the
+benchmarks build their parts here, so the wiring is written once (adr/0012-layout.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
+from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.config import Settings
@@ -14,11 +22,14 @@ from controlplane.data.engine import create_engine
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.registry import SchemaRegistry, load_builtin_schemas
 from controlplane.domain.scheduling.admission import Node
-from controlplane.messaging.relay import RelayConfig
+from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.runtimes.base import Runtime
 from controlplane.runtimes.instrumented import instrument
 from controlplane.runtimes.process import ProcessRuntime
 from controlplane.runtimes.simulated import SimulatedRuntime
+
+if TYPE_CHECKING:
+    from controlplane.api.context import ApiContext
 
 
 @lru_cache(maxsize=1)
@@ -28,14 +39,29 @@ def schema_registry() -> SchemaRegistry:
 
 
 class Container:
-    """What a process needs, built once from `Settings`."""
+    """What a process needs, built once from `settings`.
 
-    def __init__(self, settings: Settings) -> None:
+    `engine` and `runtimes` may be given (a harness or a benchmark that owns them); otherwise
+    they are built from the settings: the engine from AGENTOS_DATABASE_URL, the runtimes from
+    AGENTOS_RUNTIME (see `runtimes`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: AsyncEngine | None = None,
+        runtimes: Mapping[str, Runtime] | None = None,
+    ) -> None:
         self.settings = settings
-        self.engine: AsyncEngine = create_engine(settings.database_url)
-        self.registry = schema_registry()
+        self._owns_engine = engine is None
+        self.engine: AsyncEngine = engine or create_engine(settings.database_url)
+        self.registry: SchemaRegistry = schema_registry()
         self.controller: Controller | None = None
-        self._runtimes: dict[str, Runtime] | None = None
+        # The API's per-process context (token cache, rate limiter), made on first use by
+        # controlplane.api.context.ApiContext.of and shared by REST and gRPC.
+        self.api: ApiContext | None = None
+        self._runtimes: dict[str, Runtime] | None = dict(runtimes) if runtimes else None
 
     def notify(self, agent_id: str) -> None:
         """Tell the in-process controller (if any) that an agent changed."""
@@ -48,8 +74,9 @@ class Container:
             self.controller.want_schedule()
 
     def runtimes(self) -> dict[str, Runtime]:
-        """Runtime backends by runtime class, from AGENTOS_RUNTIME (DESIGN §5), each wrapped
-        in InstrumentedRuntime (metrics and spans per operation). Built once."""
+        """Runtime backends by runtime class, from AGENTOS_RUNTIME (architecture/overview.md,
+        Runtimes), each wrapped in InstrumentedRuntime (metrics and spans per operation).
+        Built once."""
         if self._runtimes is None:
             self._runtimes = instrument(self._backends())
         return self._runtimes
@@ -72,30 +99,28 @@ class Container:
             return {"runc": ctrd, "gvisor": ctrd, "process": process}
         return {"process": process}
 
-    def build_controller(self) -> Controller:
+    def controller_config(self) -> ControllerConfig:
+        """The controller's settings as `serve` runs it; a harness changes fields with
+        `dataclasses.replace`."""
         s = self.settings
         runtimes = self.runtimes()
         # Kubernetes: the cluster's Nodes are the nodes; elsewhere this host is the one node.
         node_source = getattr(runtimes["runc"], "nodes", None) if "runc" in runtimes else None
+        return ControllerConfig(
+            workers=s.controller_workers,
+            require_published=bool(s.nats_url),
+            nodes=[Node(s.node_name, s.node_cpu_millis, s.node_memory_bytes, s.node_max_agents)],
+            restart_backoff_base_s=s.restart_backoff_base_s,
+            node_source=node_source,
+        )
+
+    def build_controller(self, config: ControllerConfig | None = None) -> Controller:
+        """The agent controller on this container's engine and runtimes (`config` defaults
+        to `controller_config()`); kept as `self.controller` for `notify`."""
         self.controller = Controller(
-            self.engine,
-            self.registry,
-            runtimes,
-            ControllerConfig(
-                workers=s.controller_workers,
-                require_published=bool(s.nats_url),
-                nodes=[
-                    Node(s.node_name, s.node_cpu_millis, s.node_memory_bytes, s.node_max_agents)
-                ],
-                restart_backoff_base_s=s.restart_backoff_base_s,
-                node_source=node_source,
-            ),
+            self.engine, self.registry, self.runtimes(), config or self.controller_config()
         )
         return self.controller
-
-    def uow(self, principal: str = "system") -> UnitOfWork:
-        """A new UnitOfWork on this process's engine."""
-        return UnitOfWork(self.engine, self.registry, principal=principal)
 
     def relay_config(self) -> RelayConfig:
         s = self.settings
@@ -109,8 +134,22 @@ class Container:
             backoff_max_s=s.relay_backoff_max_s,
         )
 
+    def build_relay(
+        self, nc: NATS, config: RelayConfig | None = None, *, owner: str | None = None
+    ) -> Relay:
+        """An outbox relay publishing through `nc` (`config` defaults to `relay_config()`)."""
+        return Relay(
+            self.engine, self.settings.database_url, nc, config or self.relay_config(), owner=owner
+        )
+
+    def uow(self, principal: str = "system") -> UnitOfWork:
+        """A new UnitOfWork on this process's engine."""
+        return UnitOfWork(self.engine, self.registry, principal=principal)
+
     async def close(self) -> None:
-        await self.engine.dispose()
+        """Dispose of the engine when this container made it."""
+        if self._owns_engine:
+            await self.engine.dispose()
 
 
 def stop_on_signals() -> asyncio.Event:

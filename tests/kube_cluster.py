@@ -21,9 +21,9 @@ from typing import IO, Any
 
 import yaml
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from tests.conftest import service_setting
-from tests.integration.conftest import free_port
-from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "Kubernetes (kube-apiserver, etcd, KWOK)"

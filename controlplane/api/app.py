@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -33,8 +33,11 @@ from controlplane.messaging import metrics as _outbox_metrics  # noqa: F401
 # Every metric of the process is on /metrics from the start, even before its first use.
 from controlplane.observability import metrics as _metrics  # noqa: F401
 
+if TYPE_CHECKING:
+    from controlplane.bootstrap import Container
 
-def create_app(container: Any) -> FastAPI:
+
+def create_app(container: Container) -> FastAPI:
     """Build the HTTP application (DESIGN §4) on a bootstrap.Container."""
     app = FastAPI(
         title="Agent OS",

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from controlplane.api.ratelimit import TokenBucketLimiter
 from controlplane.domain.access import Principal
 from controlplane.domain.events.envelope import utcnow
 from controlplane.service import tokens as token_service
+
+if TYPE_CHECKING:
+    from controlplane.bootstrap import Container
 
 
 @dataclass
@@ -23,7 +26,7 @@ class _Cached:
 class ApiContext:
     """Built once per process from a bootstrap.Container (see `of`)."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Container) -> None:
         s = container.settings
         self.container = container
         self.settings = s
@@ -32,13 +35,11 @@ class ApiContext:
         self._cache_ttl_s = s.auth_cache_ttl_s
 
     @classmethod
-    def of(cls, container: Any) -> ApiContext:
+    def of(cls, container: Container) -> ApiContext:
         """The context of `container`, created on first use (REST and gRPC share it)."""
-        ctx = getattr(container, "api_context", None)
-        if ctx is None:
-            ctx = cls(container)
-            container.api_context = ctx
-        return ctx
+        if container.api is None:
+            container.api = cls(container)
+        return container.api
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of a bearer token, then one token of its rate. Raises

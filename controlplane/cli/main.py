@@ -7,8 +7,6 @@ component (`serve`, `relay`, `operator`) or administer the database use the sett
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from controlplane import __version__
@@ -33,21 +31,6 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _server_class() -> type:
-    import contextlib
-
-    import uvicorn
-
-    class ServerWithoutSignals(uvicorn.Server):
-        """uvicorn, leaving SIGTERM/SIGINT to our own handler so the relay drains too."""
-
-        @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[no-untyped-def]
-            yield
-
-    return ServerWithoutSignals
-
-
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Listen address (AGENTOS_HOST)."),
@@ -61,101 +44,10 @@ def serve(
     metric of the process (API, controller, runtimes, agents, relay); traces go to
     OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
     """
-    import asyncio
+    from controlplane.config import get_settings
+    from controlplane.entrypoints import serve as serve_process
 
-    import uvicorn
-
-    from controlplane.api.app import create_app
-    from controlplane.api.grpc.server import build_server as build_grpc_server
-    from controlplane.api.grpc.server import mark_serving
-    from controlplane.bootstrap import Container, stop_on_signals
-    from controlplane.cli.outbox import run_relay
-    from controlplane.config import component_set, get_settings
-    from controlplane.data import migrate
-    from controlplane.observability.inventory import run_inventory
-    from controlplane.observability.logging import configure_logging
-    from controlplane.observability.tracing import configure_tracing
-    from controlplane.service.idempotency import purge_periodically
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    configure_tracing("agentos")
-    migrate.upgrade(settings.database_url)
-
-    async def main() -> None:
-        container = Container(settings)
-        stop = stop_on_signals()
-        components = component_set(settings)
-        tasks = [asyncio.create_task(run_inventory(container.engine, stop))]
-        controller = None
-        if "controller" in components:
-            controller = container.build_controller()
-            tasks.append(asyncio.create_task(controller.run(stop)))
-        server = grpc_server = None
-        if "api" not in components:
-            # No API: /metrics (and a 200 on any path, for probes) on the same address.
-            from prometheus_client import start_http_server
-
-            start_http_server(port or settings.port, addr=host or settings.host)
-        else:
-            await _first_admin_hint(container)
-            server = _server_class()(
-                uvicorn.Config(
-                    create_app(container),
-                    host=host or settings.host,
-                    port=port or settings.port,
-                    log_config=None,
-                    access_log=False,
-                )
-            )
-            tasks.append(asyncio.create_task(server.serve()))
-            tasks.append(
-                asyncio.create_task(
-                    purge_periodically(container.uow, settings.idempotency_purge_interval_s, stop)
-                )
-            )
-            if settings.grpc_port:
-                grpc_server, health = build_grpc_server(
-                    container, f"{host or settings.host}:{settings.grpc_port}"
-                )
-                await grpc_server.start()
-                await mark_serving(health)
-        if "relay" in components:
-            if settings.nats_url:
-                tasks.append(asyncio.create_task(run_relay(container, stop)))
-            else:
-                typer.echo(
-                    "AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", err=True
-                )
-        await stop.wait()
-        if server is not None:
-            server.should_exit = True
-        if grpc_server is not None:
-            await grpc_server.stop(grace=5)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if controller is not None:
-            for runtime in controller.distinct_runtimes():
-                await runtime.close()
-        await container.close()
-
-    asyncio.run(main())
-
-
-async def _first_admin_hint(container: Any) -> None:
-    """While no platform-admin token exists, say how to make the first one (authentication
-    is never off: without a token the API answers 401)."""
-    from controlplane.service.tokens import needs_first_admin
-
-    async with container.uow() as uow:
-        if not await needs_first_admin(uow):
-            return
-    typer.echo(
-        "No API token exists yet. Create the first platform-admin token, on the same "
-        "database (same AGENTOS_DATABASE_URL), with:\n"
-        "    agentos token create --principal admin --platform-admin\n"
-        "and give it to the CLI: export AGENTOS_TOKEN=<the printed token>",
-        err=True,
-    )
+    serve_process.main(get_settings(), host, port)
 
 
 from controlplane.cli import agents as _agents  # noqa: E402
@@ -176,15 +68,10 @@ def operator() -> None:
     Needs AGENTOS_DATABASE_URL (the control plane's database) and Kubernetes credentials
     ($KUBECONFIG, or the Pod's ServiceAccount). Exits 1 when leadership is lost.
     """
-    import asyncio
-
     from controlplane.config import get_settings
-    from controlplane.observability.logging import configure_logging
-    from operators.agent.operator import run_operator
+    from controlplane.entrypoints import operator as operator_process
 
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    raise typer.Exit(asyncio.run(run_operator(settings)))
+    raise typer.Exit(operator_process.main(get_settings()))
 
 
 from controlplane.cli import outbox as _outbox  # noqa: E402  (registers `relay`, `db`, `outbox`)

@@ -131,42 +131,16 @@ def dlq_requeue(
     typer.echo(f"{n} dead letters requeued")
 
 
-async def run_relay(container: Any, stop: asyncio.Event) -> None:
-    """Run the relay of `container` until `stop` (used by `relay` and `serve`)."""
-    from controlplane.messaging.relay import Relay
-    from controlplane.messaging.streams import connect
-
-    settings = container.settings
-    nc = await connect(settings.nats_url, name="agentos-relay")
-    try:
-        relay = Relay(container.engine, settings.database_url, nc, container.relay_config())
-        await relay.run(stop)
-    finally:
-        await nc.drain()
-
-
 def relay() -> None:
     """Run the outbox relay: committed events → NATS JetStream (AGENTOS_NATS_URL)."""
-    from controlplane.bootstrap import stop_on_signals
     from controlplane.config import get_settings
-    from controlplane.observability.logging import configure_logging
-    from controlplane.observability.tracing import configure_tracing
+    from controlplane.entrypoints import relay as relay_process
 
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    configure_tracing("agentos-relay")
-    if not settings.nats_url:
-        typer.echo("error: AGENTOS_NATS_URL is not set; the relay has nowhere to publish", err=True)
-        raise typer.Exit(2)
-    if settings.relay_metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.relay_metrics_port, addr="127.0.0.1")
-
-    async def main(container: Any) -> None:
-        await run_relay(container, stop_on_signals())
-
-    _run(main)
+    try:
+        relay_process.main(get_settings())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def register(app: typer.Typer) -> None:

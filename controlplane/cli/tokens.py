@@ -75,8 +75,7 @@ def list_(
     output: str = typer.Option("text", "-o", "--output", help="text | json"),
 ) -> None:
     """Tokens of a tenant, or the platform admins' without --tenant (never the secrets)."""
-    from controlplane.api.rest.tenants import token_view
-    from controlplane.service.tokens import list_tokens
+    from controlplane.service.tokens import list_tokens, token_view
 
     records = _run(lambda uow: list_tokens(uow, tenant))
     views = [token_view(r) for r in records]

@@ -16,6 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from controlplane.data.repositories.tokens import TokenRecord
 from controlplane.data.unit_of_work import UnitOfWork
@@ -27,7 +28,7 @@ from controlplane.domain.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from controlplane.domain.events.envelope import utcnow
+from controlplane.domain.events.envelope import rfc3339, utcnow
 
 PREFIX = "aos_"
 
@@ -141,3 +142,21 @@ async def revoke_token(uow: UnitOfWork, token_id: str, *, tenant: str | None = N
 async def needs_first_admin(uow: UnitOfWork) -> bool:
     """Whether no platform-admin token is active (a fresh installation)."""
     return not await uow.tokens.any_platform_admin(utcnow())
+
+
+def token_view(record: TokenRecord, secret: str | None = None) -> dict[str, Any]:
+    """The JSON view of a token (camelCase; the secret only when just issued, never again)."""
+    view: dict[str, Any] = {
+        "id": record.id,
+        "principal": record.principal,
+        "tenant": record.tenant,
+        "role": str(record.role) if record.role else None,
+        "platformAdmin": record.platform_admin,
+        "createdAt": rfc3339(record.created_at),
+        "createdBy": record.created_by,
+        "expiresAt": rfc3339(record.expires_at) if record.expires_at else None,
+        "revokedAt": rfc3339(record.revoked_at) if record.revoked_at else None,
+    }
+    if secret is not None:
+        view["token"] = secret
+    return view

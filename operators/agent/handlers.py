@@ -36,26 +36,47 @@ DELETE_WAIT_S = 20.0
 DATABASE_CONCURRENCY = 12
 
 
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf's settings for Agent OS's operator (registered as a startup handler)."""
+    settings.persistence.finalizer = FINALIZER
+    # kopf's own Events only for problems; transitions are posted by the mirror.
+    settings.posting.level = logging.WARNING
+    settings.peering.standalone = True  # one active operator: our Lease, not peering
+    # No scanning of namespaces and CRDs: the Agent CRD is installed before the operator
+    # runs, and its ServiceAccount needs no right to list namespaces or CRDs.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    # An apiserver under load answers 429: keep retrying for about two minutes (kopf
+    # gives up after its backoffs and leaves the object until its next event).
+    settings.networking.error_backoffs = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55]
+
+
+def refuse(patch: kopf.Patch, exc: Exception, generation: int) -> None:
+    """Mark a resource the control plane refused: phase Failed, reason Refused, and an
+    `Accepted=False` condition naming the error (Kubernetes condition conventions)."""
+    patch.status["phase"] = "Failed"
+    patch.status["reason"] = "Refused"
+    patch.status["message"] = str(exc)
+    patch.status["conditions"] = [
+        {
+            "type": "Accepted",
+            "status": "False",
+            "reason": type(exc).__name__,
+            "message": str(exc),
+            "lastTransitionTime": rfc3339(utcnow()),
+            "observedGeneration": generation,
+        }
+    ]
+
+
 def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorRegistry:
     """A registry with the Agent handlers bound to `container` (database) and `mirror`."""
     registry = kopf.OperatorRegistry()
     database = asyncio.Semaphore(DATABASE_CONCURRENCY)
     resource = ("agentos.io", "v1alpha1", "agents")
 
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        # kopf's own Events only for problems; transitions are posted by the mirror.
-        settings.posting.level = logging.WARNING
-        settings.peering.standalone = True  # one active operator: our Lease, not peering
-        # No scanning of namespaces and CRDs: the Agent CRD is installed before the operator
-        # runs, and its ServiceAccount needs no right to list namespaces or CRDs.
-        settings.scanning.disabled = True
-        settings.watching.server_timeout = 300
-        settings.networking.request_timeout = 30
-        # An apiserver under load answers 429: keep retrying for about two minutes (kopf
-        # gives up after its backoffs and leaves the object until its next event).
-        settings.networking.error_backoffs = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55]
+    kopf.on.startup(registry=registry)(configure)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -82,19 +103,7 @@ def build_registry(container: Container, mirror: StatusMirror) -> kopf.OperatorR
                 )
         except (ValidationFailed, BadRequest, AlreadyExists) as exc:
             obs.OPERATOR_APPLIES.labels("refused").inc()
-            patch.status["phase"] = "Failed"
-            patch.status["reason"] = "Refused"
-            patch.status["message"] = str(exc)
-            patch.status["conditions"] = [
-                {
-                    "type": "Accepted",
-                    "status": "False",
-                    "reason": type(exc).__name__,
-                    "message": str(exc),
-                    "lastTransitionTime": rfc3339(utcnow()),
-                    "observedGeneration": generation,
-                }
-            ]
+            refuse(patch, exc, generation)
             raise kopf.PermanentError(str(exc)) from exc
         except Conflict as exc:
             obs.OPERATOR_APPLIES.labels("retry").inc()

@@ -4,14 +4,14 @@ Into the control plane: `manifest_from_resource` keeps what the user declared (n
 annotations, spec) and drops what Kubernetes and kopf add; the service layer keys the apply
 by the resource's uid and generation (service.agents.apply_from_kubernetes).
 
-Back to Kubernetes: `StatusMirror` follows the outbox as a change feed (data.outbox.change_feed: ordered,
-never skipping a row of a transaction still open) and, for every agent that came from a
-resource, patches `.status` (phase, reason, message, conditions, observedGeneration, node,
-…) through the status subresource and posts an Event on each phase transition. Status
-patches are coalesced per agent (only the latest state is written) and run concurrently;
-the uid travels in the patch as a precondition, so a status never lands on a newer resource
-of the same name. A status write without a transition writes no event: a poll of the
-agents' resourceVersions finds those.
+Back to Kubernetes: `StatusMirror` follows the outbox as a change feed
+(data.outbox.change_feed: ordered, never skipping a row of a transaction still open) and,
+for every agent that came from a resource, patches `.status` (phase, reason, message,
+conditions, observedGeneration, node, …) through the status subresource and posts an Event
+on each phase transition. Status patches are coalesced per agent (only the latest state is
+written) and run concurrently; the uid travels in the patch as a precondition, so a status
+never lands on a newer resource of the same name. A status write without a transition writes
+no event: a poll of the agents' resourceVersions finds those.
 """
 
 from __future__ import annotations

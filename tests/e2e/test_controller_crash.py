@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from tests.e2e.test_serve import healthz
-from tests.integration.conftest import free_port
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]

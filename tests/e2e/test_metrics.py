@@ -18,10 +18,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.nats import PrivateNats
+from harness.ports import free_port
+from harness.waiting import wait_until
 from tests.e2e.test_serve import healthz
-from tests.integration.conftest import NatsServer, free_port
 from tests.integration.conftest import private_nats as private_nats  # the fixture
-from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def phase(base_url: str) -> str | None:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, pg_url: str, private_nats: NatsServer) -> Iterator[str]:
+def serve(tmp_path: Path, pg_url: str, private_nats: PrivateNats) -> Iterator[str]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")},

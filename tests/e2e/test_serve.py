@@ -12,8 +12,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.integration.conftest import free_port
-from tests.waiting import wait_until
+from harness.ports import free_port
+from harness.waiting import wait_until
 
 CLI = [sys.executable, "-m", "controlplane.cli.main"]
 

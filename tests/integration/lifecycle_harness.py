@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.bootstrap import schema_registry
-from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
+from controlplane.bootstrap import Container, schema_registry
+from controlplane.config import Settings
+from controlplane.controllers.agents.reconciler import Controller
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.records import AgentRecord
 from controlplane.domain.scheduling.admission import Node
-from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.relay import RelayConfig
 from controlplane.runtimes.base import Runtime
 from controlplane.service import agents as svc
 from tests.integration.outbox_helpers import eventually
@@ -80,7 +82,9 @@ async def control_plane(
 ) -> AsyncIterator[Plane]:
     """Run a relay (when `nc`) and a controller until the block ends."""
     stop = asyncio.Event()
-    config = ControllerConfig(
+    container = Container(Settings(database_url=url), engine=engine, runtimes=runtimes)
+    config = dataclasses.replace(
+        container.controller_config(),
         workers=4,
         change_poll_s=0.2,
         resync_s=5,
@@ -89,10 +93,10 @@ async def control_plane(
         require_published=nc is not None,
         nodes=[node or Node("local", 8000, 16 * 2**30)],
     )
-    controller = Controller(engine, schema_registry(), runtimes, config)
+    controller = container.build_controller(config)
     tasks = [asyncio.create_task(controller.run(stop))]
     if nc is not None:
-        relay = Relay(engine, url, nc, RelayConfig(poll_interval_s=0.1, lease_s=5))
+        relay = container.build_relay(nc, RelayConfig(poll_interval_s=0.1, lease_s=5))
         tasks.append(asyncio.create_task(relay.run(stop)))
     try:
         yield Plane(engine, controller)

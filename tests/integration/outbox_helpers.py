@@ -13,7 +13,7 @@ from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.envelope import EventEnvelope, NewEvent
 from controlplane.messaging.streams import EVENTS_STREAM
-from tests.waiting import eventually
+from harness.waiting import eventually
 
 __all__ = ["eventually", "quota_event", "states", "stream_messages", "write_events"]
 

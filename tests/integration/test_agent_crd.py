@@ -17,8 +17,8 @@ import yaml
 
 from controlplane.domain.agents.model import parse_agent
 from controlplane.domain.errors import ValidationFailed
+from harness.waiting import wait_until
 from tests.conftest import service_setting
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kube
 

@@ -20,8 +20,8 @@ from controlplane.api.errors import CATALOGUE
 from controlplane.api.grpc.gen import agent_service_pb2 as pb
 from controlplane.api.grpc.gen import agent_service_pb2_grpc as pb_grpc
 from controlplane.api.grpc.server import agent_message, build_server, manifest_of, mark_serving
+from harness.ports import free_port
 from tests.integration.api_harness import Api, running_api
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.postgres
 

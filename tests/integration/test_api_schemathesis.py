@@ -23,8 +23,8 @@ from controlplane.api.errors import CATALOGUE, PROBLEM
 from controlplane.bootstrap import Container
 from controlplane.config import Settings
 from controlplane.service.tokens import create_token
-from tests.integration.conftest import free_port
-from tests.waiting import wait_until
+from harness.ports import free_port
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -23,9 +23,9 @@ from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.envelope import NewEvent
 from controlplane.service import agents as svc
+from harness.ports import free_port
+from harness.waiting import eventually
 from tests.integration.api_harness import Api, manifest, running_api
-from tests.integration.conftest import free_port
-from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 AGENTS = "/api/v1/tenants/team-a/agents"

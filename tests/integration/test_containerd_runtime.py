@@ -30,9 +30,9 @@ from controlplane.runtimes.base import (
     SandboxState,
 )
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
+from harness.ports import free_port
+from harness.waiting import eventually
 from tests.conftest import service_setting
-from tests.integration.conftest import free_port
-from tests.waiting import eventually
 
 pytestmark = pytest.mark.containerd
 

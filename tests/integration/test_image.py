@@ -28,8 +28,8 @@ from sqlalchemy.engine import make_url
 
 from controlplane.data.migrate import alembic_config
 from controlplane.runtimes.containerd.oci_archive import OciArchive
+from harness.waiting import wait_until
 from tests.conftest import ROOT, service_setting
-from tests.waiting import wait_until
 
 # The first build on a machine runs debootstrap and installs every dependency from PyPI.
 pytestmark = [pytest.mark.containerd, pytest.mark.postgres, pytest.mark.timeout(1800)]

@@ -30,8 +30,8 @@ from controlplane.domain.quantity import parse_quantity
 from controlplane.domain.records import AgentRecord
 from controlplane.service import tenants as tenant_service
 from controlplane.service.agents import KUBERNETES_UID
+from harness.waiting import eventually, wait_until
 from tests import kube_cluster as kc
-from tests.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.kube
 

@@ -17,8 +17,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from harness.waiting import wait_until
 from tests.conftest import service_setting
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kube
 

@@ -13,8 +13,8 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
+from harness.ports import free_port
 from tests.conftest import SERVICES_ENV, service_setting
-from tests.integration.conftest import free_port
 from tests.integration.lifecycle_harness import control_plane, manifest
 from tests.integration.outbox_helpers import stream_messages
 

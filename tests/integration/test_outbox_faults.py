@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controlplane.domain.events.envelope import OutboxState
 from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.messaging.streams import EVENTS_STREAM
+from harness.ports import free_port
 from tests.conftest import service_setting
-from tests.integration.conftest import free_port
 from tests.integration.outbox_helpers import eventually, states, stream_messages, write_events
 from tests.integration.test_outbox_relay import assert_exactly_once_in_order, running
 

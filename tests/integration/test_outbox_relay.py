@@ -17,7 +17,7 @@ from controlplane.data.tables import outbox
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.envelope import OutboxState
 from controlplane.messaging.relay import Relay, RelayConfig
-from tests.integration.conftest import NatsServer
+from harness.nats import PrivateNats
 from tests.integration.outbox_helpers import (
     eventually,
     quota_event,
@@ -159,7 +159,7 @@ async def test_a_transaction_held_open_is_not_skipped_when_it_commits_later(
 
 
 async def test_nats_outage_keeps_writes_and_drains_the_backlog_afterwards(
-    pg_engine: AsyncEngine, pg_url: str, private_nats: NatsServer
+    pg_engine: AsyncEngine, pg_url: str, private_nats: PrivateNats
 ) -> None:
     client = await nats.connect(
         private_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2

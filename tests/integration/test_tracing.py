@@ -32,8 +32,8 @@ from controlplane.messaging.consumer import EventConsumer
 from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.observability.tracing import configure_tracing
 from controlplane.service.tokens import create_token
-from tests.integration.conftest import NatsServer
-from tests.waiting import eventually
+from harness.nats import PrivateNats
+from harness.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
@@ -62,7 +62,7 @@ def spans(span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def private_nc(private_nats: NatsServer) -> AsyncIterator[nats.NATS]:
+async def private_nc(private_nats: PrivateNats) -> AsyncIterator[nats.NATS]:
     client = await nats.connect(private_nats.url)
     try:
         yield client

@@ -45,9 +45,6 @@ def exported_series() -> set[str]:
     registry once every metric module is imported, with their suffixes (counter `_total`,
     histogram `_bucket` / `_sum` / `_count`, `_created`)."""
 
-    import controlplane.api.request_metrics
-    import controlplane.messaging.metrics
-    import controlplane.observability.metrics
     import operators.agent.operator  # noqa: F401
 
     names: set[str] = set()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2, json_format
@@ -41,6 +41,9 @@ from controlplane.domain.selectors import parse_selector
 from controlplane.service import agents as svc
 from controlplane.service import listing
 from controlplane.service.idempotency import IdempotencyRequest, request_hash
+
+if TYPE_CHECKING:
+    from controlplane.bootstrap import Container
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 ERROR_DOMAIN = "agentos.io"
@@ -133,7 +136,7 @@ def _check_tenant(tenant: str) -> None:
 class AgentService(pb_grpc.AgentServiceServicer):
     """The servicer: translate, authorize, call the service layer, translate back."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Container) -> None:
         self.container = container
         self.ctx = ApiContext.of(container)
         self.feed = OutboxFeed(container.engine)
@@ -180,7 +183,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 )
             if result.replayed:
                 context.set_trailing_metadata((("idempotent-replayed", "true"),))
-            else:
+            elif result.agent_id is not None:
                 self.container.notify(result.agent_id)
             return agent_message(result.body)
         except BaseException as exc:
@@ -298,7 +301,7 @@ def _partial_agent(body: dict[str, Any]) -> pb.Agent:
     return agent_message({"spec": {}, "status": {}, **body})
 
 
-def build_server(container: Any, address: str) -> tuple[grpc.aio.Server, Any]:
+def build_server(container: Container, address: str) -> tuple[grpc.aio.Server, Any]:
     """A gRPC server with AgentService, health checking and reflection, bound to
     `address` (`host:port`), and its health servicer (see `mark_serving`); call
     `await server.start()`. Raises RuntimeError when the address cannot be bound."""

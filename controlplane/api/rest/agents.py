@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -26,6 +26,10 @@ from controlplane.domain.selectors import parse_selector
 from controlplane.service import agents as svc
 from controlplane.service import listing
 from controlplane.service.idempotency import IdempotencyRequest, request_hash
+
+if TYPE_CHECKING:
+    from controlplane.bootstrap import Container
+    from controlplane.data.unit_of_work import UnitOfWork
 
 router = APIRouter(
     prefix="/api/v1/tenants/{tenant}",
@@ -47,11 +51,12 @@ _AGENT_BODY = {
 IDEMPOTENCY_KEY_PATTERN = r'^"?[\x21\x23-\x7e]{1,255}"?$'
 
 
-def _container(request: Request) -> Any:
-    return request.app.state.container
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
 
 
-def _uow(request: Request, principal: Principal | None = None) -> Any:
+def _uow(request: Request, principal: Principal | None = None) -> UnitOfWork:
     return _container(request).uow(principal.audit_name if principal else "system")
 
 
@@ -211,7 +216,7 @@ async def create_agent(
     headers = _etag(result.body)
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
-    else:
+    elif result.agent_id is not None:
         container.notify(result.agent_id)
     return JSONResponse(result.body, status_code=201, headers=headers)
 

@@ -19,7 +19,6 @@ from controlplane.api.rest.models import TenantIn, TenantList, TenantObject, Tok
 from controlplane.api.rest.models import TokenObject as TokenOut
 from controlplane.api.security import Caller, TenantName, tenant_access
 from controlplane.data.repositories.tenants import TenantRecord
-from controlplane.data.repositories.tokens import TokenRecord
 from controlplane.domain.access import Role
 from controlplane.domain.errors import BadRequest, Conflict, FieldError, PermissionDenied
 from controlplane.domain.events.envelope import rfc3339
@@ -72,23 +71,6 @@ def tenant_view(record: TenantRecord) -> dict[str, Any]:
         },
         "quota": quota,
     }
-
-
-def token_view(record: TokenRecord, secret: str | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": record.id,
-        "principal": record.principal,
-        "tenant": record.tenant,
-        "role": str(record.role) if record.role else None,
-        "platformAdmin": record.platform_admin,
-        "createdAt": rfc3339(record.created_at),
-        "createdBy": record.created_by,
-        "expiresAt": rfc3339(record.expires_at) if record.expires_at else None,
-        "revokedAt": rfc3339(record.revoked_at) if record.revoked_at else None,
-    }
-    if secret is not None:
-        view["token"] = secret
-    return view
 
 
 @tenants_router.get(
@@ -212,7 +194,7 @@ async def list_tokens(tenant: TenantName, request: Request) -> Any:
     """The tenant's tokens, revoked ones included; never their secrets."""
     async with request.app.state.container.uow() as uow:
         records = await token_service.list_tokens(uow, tenant)
-    return {"items": [token_view(r) for r in records]}
+    return {"items": [token_service.token_view(r) for r in records]}
 
 
 @tokens_router.post(
@@ -237,7 +219,7 @@ async def create_token(
             created_by=principal.name,
             ttl_s=body.ttlSeconds,
         )
-    return JSONResponse(token_view(issued.record, issued.token), status_code=201)
+    return JSONResponse(token_service.token_view(issued.record, issued.token), status_code=201)
 
 
 @tokens_router.delete(
@@ -259,4 +241,4 @@ async def revoke_token(
     async with container.uow(principal.audit_name) as uow:
         record = await token_service.revoke_token(uow, token_id, tenant=tenant)
     ApiContext.of(container).forget(token_id)
-    return token_view(record)
+    return token_service.token_view(record)

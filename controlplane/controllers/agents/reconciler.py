@@ -60,7 +60,8 @@ log = structlog.get_logger("agentos.controller")
 class ControllerConfig:
     """Times in seconds."""
 
-    # Workers reconcile concurrently; their reads and writes are batched (controllers.machinery.batching).
+    # Workers reconcile concurrently; their reads and writes are batched
+    # (controllers.machinery.batching).
     workers: int = 16
     resync_s: float = 30.0
     change_poll_s: float = 0.5

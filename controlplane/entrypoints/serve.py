@@ -1,0 +1,126 @@
+"""`agentos serve`: the API (REST and gRPC), the controller and the relay in one process on
+embedded defaults; AGENTOS_COMPONENTS picks a subset (architecture/overview.md, Processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import grpc
+import uvicorn
+
+from controlplane.bootstrap import Container, stop_on_signals
+from controlplane.config import Settings, component_set
+from controlplane.data import migrate
+from controlplane.observability.inventory import run_inventory
+from controlplane.observability.logging import configure_logging
+from controlplane.observability.tracing import configure_tracing
+from controlplane.service.idempotency import purge_periodically
+from controlplane.service.tokens import needs_first_admin
+
+
+class _ServerWithoutSignals(uvicorn.Server):
+    """uvicorn, leaving SIGTERM/SIGINT to our own handler so the relay drains too."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def main(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Migrate the database, then run the components of `settings` until SIGTERM or SIGINT.
+
+    The relay runs only when AGENTOS_NATS_URL is set; otherwise events stay in the outbox.
+    `/metrics` shows every metric of the process; traces go to OTEL_EXPORTER_OTLP_ENDPOINT
+    when it is set.
+    """
+    configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("agentos")
+    migrate.upgrade(settings.database_url)
+    asyncio.run(_serve(settings, host or settings.host, port or settings.port))
+
+
+async def _serve(settings: Settings, host: str, port: int) -> None:
+    container = Container(settings)
+    stop = stop_on_signals()
+    components = component_set(settings)
+    tasks = [asyncio.create_task(run_inventory(container.engine, stop))]
+    controller = None
+    if "controller" in components:
+        controller = container.build_controller()
+        tasks.append(asyncio.create_task(controller.run(stop)))
+    server: uvicorn.Server | None = None
+    grpc_server: grpc.aio.Server | None = None
+    if "api" not in components:
+        # No API: /metrics (and a 200 on any path, for probes) on the same address.
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=host)
+    else:
+        server, grpc_server = await _start_api(container, host, port, stop, tasks)
+    if "relay" in components:
+        if settings.nats_url:
+            from controlplane.entrypoints.relay import run_relay
+
+            tasks.append(asyncio.create_task(run_relay(container, stop)))
+        else:
+            print("AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", file=sys.stderr)
+    await stop.wait()
+    if server is not None:
+        server.should_exit = True
+    if grpc_server is not None:
+        await grpc_server.stop(grace=5)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if controller is not None:
+        for runtime in controller.distinct_runtimes():
+            await runtime.close()
+    await container.close()
+
+
+async def _start_api(
+    container: Container,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
+) -> tuple[uvicorn.Server, grpc.aio.Server | None]:
+    """Start REST (uvicorn) and, on AGENTOS_GRPC_PORT, gRPC; returns both servers."""
+    from controlplane.api.app import create_app
+    from controlplane.api.grpc.server import build_server, mark_serving
+
+    settings = container.settings
+    await _first_admin_hint(container)
+    server = _ServerWithoutSignals(
+        uvicorn.Config(
+            create_app(container), host=host, port=port, log_config=None, access_log=False
+        )
+    )
+    tasks.append(asyncio.create_task(server.serve()))
+    tasks.append(
+        asyncio.create_task(
+            purge_periodically(container.uow, settings.idempotency_purge_interval_s, stop)
+        )
+    )
+    grpc_server: grpc.aio.Server | None = None
+    if settings.grpc_port:
+        grpc_server, health = build_server(container, f"{host}:{settings.grpc_port}")
+        await grpc_server.start()
+        await mark_serving(health)
+    return server, grpc_server
+
+
+async def _first_admin_hint(container: Container) -> None:
+    """While no platform-admin token exists, say how to make the first one (authentication
+    is never off: without a token the API answers 401)."""
+    async with container.uow() as uow:
+        if not await needs_first_admin(uow):
+            return
+    print(
+        "No API token exists yet. Create the first platform-admin token, on the same "
+        "database (same AGENTOS_DATABASE_URL), with:\n"
+        "    agentos token create --principal admin --platform-admin\n"
+        "and give it to the CLI: export AGENTOS_TOKEN=<the printed token>",
+        file=sys.stderr,
+    )
