@@ -191,6 +191,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "AGENTOS_RATE_LIMIT_PER_S": "0",
         "AGENTOS_LOG_LEVEL": "warning",
         "AGENTOS_NODE_MAX_AGENTS": "1000000",
+        # The API alone, as measured before the embedded nats-server existed: no relay.
+        "AGENTOS_EMBEDDED_NATS": "false",
     }
     env.pop("AGENTOS_NATS_URL", None)
     made = await asyncio.to_thread(

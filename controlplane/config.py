@@ -37,7 +37,16 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}",
         description="SQLAlchemy async URL; PostgreSQL (asyncpg) or SQLite (aiosqlite).",
     )
-    nats_url: str | None = Field(default=None, description="NATS server; unset: no relay.")
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server. Unset: `serve` starts an embedded nats-server with JetStream "
+        "(loopback, generated credentials, its store under the state directory).",
+    )
+    embedded_nats: bool = Field(
+        default=True,
+        description="With AGENTOS_NATS_URL unset: run the embedded nats-server (false: no relay, "
+        "events stay in the outbox).",
+    )
     runtime: Literal["containerd", "process", "kubernetes", "simulated"] = Field(
         default="process",
         description="Backend for the container runtime classes (runc, gvisor); the `process` "

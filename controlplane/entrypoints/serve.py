@@ -14,6 +14,7 @@ import uvicorn
 from controlplane.bootstrap import Container, stop_on_signals
 from controlplane.config import Settings, component_set
 from controlplane.data import migrate
+from controlplane.messaging.embedded import EmbeddedNats
 from controlplane.observability.inventory import run_inventory
 from controlplane.observability.logging import configure_logging
 from controlplane.observability.tracing import configure_tracing
@@ -32,7 +33,8 @@ class _ServerWithoutSignals(uvicorn.Server):
 def main(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Migrate the database, then run the components of `settings` until SIGTERM or SIGINT.
 
-    The relay runs only when AGENTOS_NATS_URL is set; otherwise events stay in the outbox.
+    With AGENTOS_NATS_URL unset, an embedded nats-server is started first (and stopped on
+    the way out), so the relay always runs unless AGENTOS_EMBEDDED_NATS=false.
     `/metrics` shows every metric of the process; traces go to OTEL_EXPORTER_OTLP_ENDPOINT
     when it is set.
     """
@@ -43,6 +45,18 @@ def main(settings: Settings, host: str | None = None, port: int | None = None) -
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
+    embedded: EmbeddedNats | None = None
+    if not settings.nats_url and settings.embedded_nats and "relay" in component_set(settings):
+        embedded = EmbeddedNats(settings.state_dir)
+        settings = settings.model_copy(update={"nats_url": await embedded.start()})
+    try:
+        await _run_components(settings, host, port)
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _run_components(settings: Settings, host: str, port: int) -> None:
     container = Container(settings)
     stop = stop_on_signals()
     components = component_set(settings)
@@ -66,7 +80,11 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
 
             tasks.append(asyncio.create_task(run_relay(container, stop)))
         else:
-            print("AGENTOS_NATS_URL not set: events stay in the outbox (no relay)", file=sys.stderr)
+            print(
+                "AGENTOS_NATS_URL not set and AGENTOS_EMBEDDED_NATS=false: events stay in the "
+                "outbox (no relay)",
+                file=sys.stderr,
+            )
     await stop.wait()
     if server is not None:
         server.should_exit = True

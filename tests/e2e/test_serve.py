@@ -30,6 +30,7 @@ def healthz(base_url: str, proc: subprocess.Popen[bytes]) -> httpx.Response | No
 def embedded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")}
     env["AGENTOS_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'agentos.db'}"
+    env["AGENTOS_STATE_DIR"] = str(tmp_path / "state")
     env["AGENTOS_GRPC_PORT"] = str(free_port())
     return env
 

@@ -89,7 +89,7 @@ def _envelope(row: Any) -> EventEnvelope:
         event_id=row.event_id,
         event_type=row.event_type,
         schema_version=row.schema_version,
-        occurred_at=row.occurred_at,
+        occurred_at=as_utc(row.occurred_at),
         trace_id=row.trace_id,
         agent_id=row.agent_id,
         tenant_id=row.tenant_id,
