@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from bench.database import create_database, drop_database
 from controlplane.bootstrap import schema_registry
-from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.controller import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.bootstrap import schema_registry
-from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.controller import Controller, ControllerConfig
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.records import AgentRecord
 from controlplane.domain.scheduling.admission import Node
