@@ -64,7 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.bootstrap import Container, schema_registry
 from controlplane.config import Settings
-from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.controller import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents
 from controlplane.data.unit_of_work import UnitOfWork

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.config import Settings
-from controlplane.controllers.agents.reconciler import Controller, ControllerConfig
+from controlplane.controllers.agents.controller import Controller, ControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.registry import SchemaRegistry, load_builtin_schemas

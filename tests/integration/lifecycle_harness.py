@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.bootstrap import Container, schema_registry
 from controlplane.config import Settings
-from controlplane.controllers.agents.reconciler import Controller
+from controlplane.controllers.agents.controller import Controller
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.records import AgentRecord
 from controlplane.domain.scheduling.admission import Node

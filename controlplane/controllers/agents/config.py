@@ -1,0 +1,30 @@
+"""The agent controller's settings (built by controlplane/bootstrap.py from Settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from controlplane.domain.scheduling.admission import Node
+
+
+@dataclass
+class ControllerConfig:
+    """Times in seconds."""
+
+    # Workers reconcile concurrently; their reads and writes are batched (store.py).
+    workers: int = 16
+    resync_s: float = 30.0
+    change_poll_s: float = 0.5
+    starting_timeout_s: float = 120.0
+    unschedulable_retry_s: float = 5.0
+    restart_backoff_base_s: float = 1.0
+    restart_backoff_max_s: float = 60.0
+    # Ready requires every earlier event of the agent to be Published
+    # (architecture/state-machines.md §3). Off only when no relay runs (embedded mode):
+    # there, events stay in the outbox by design.
+    require_published: bool = True
+    nodes: list[Node] = field(default_factory=list)
+    # Where the nodes come from when they are not fixed (the Kubernetes runtime's Nodes);
+    # called once per scheduling pass.
+    node_source: Callable[[], Awaitable[list[Node]]] | None = None
