@@ -51,6 +51,7 @@ from controlplane.runtimes.base import (
     SandboxSpec,
     SandboxState,
 )
+from controlplane.runtimes.capabilities import capabilities
 from controlplane.service import agents as svc
 
 log = structlog.get_logger("agentos.controller")
@@ -151,9 +152,9 @@ class Controller:
         for runtime in self.distinct_runtimes():
             # A runtime that can tell when its sandboxes or capacity change (Kubernetes: its
             # watches) wakes the controller instead of waiting for the next poll.
-            subscribe = getattr(runtime, "subscribe", None)
-            if subscribe is not None:
-                subscribe(self.notify, self.want_schedule)
+            watches = capabilities(runtime).watches
+            if watches is not None:
+                watches.subscribe(self.notify, self.want_schedule)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self._engine, self._registry, principal="system:controller")
