@@ -2,7 +2,7 @@
 
 A decorator in the sense of the pattern: it implements the Runtime port by delegating to the
 wrapped backend, so no backend carries observability code. Operations measured: create,
-start, stop, remove, probe, status (DESIGN §5); `logs` and `list_sandboxes` pass through.
+start, stop, remove, probe, status (ADR 0005); `logs` and `list_sandboxes` pass through.
 The backend's optional capabilities (exec, node capacity, watches) are offered as they are,
 through `capabilities` (see capabilities.py), not measured.
 """

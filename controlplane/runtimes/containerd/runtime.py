@@ -1,4 +1,4 @@
-"""The containerd runtime backend (DESIGN §5): sandboxes are containerd containers and tasks.
+"""The containerd runtime (ADR 0004, ADR 0009): sandboxes are containerd containers and tasks.
 
 `ContainerdRuntime` talks to containerd's own gRPC API (v1, containerd 1.6) with grpc.aio and
 our generated stubs (`containerd/api`, see its `proto/`); it never shells out to `ctr`. Every

@@ -1,4 +1,4 @@
-"""The Kubernetes runtime (DESIGN §5): a Pod per sandbox, bound by the Agent OS scheduler.
+"""The Kubernetes runtime: a Pod per sandbox, bound by the Agent OS scheduler (ADR 0011).
 
 A sandbox is a Pod named by the sandbox id in the agent's namespace (namespace = tenant):
 - `runtimeClassName` is the Agent's runtime class (`runc`, `gvisor`: RuntimeClass objects
