@@ -24,6 +24,7 @@ from controlplane.domain.events.registry import SchemaRegistry, load_builtin_sch
 from controlplane.domain.scheduling.admission import Node
 from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.runtimes.base import Runtime
+from controlplane.runtimes.capabilities import capabilities
 from controlplane.runtimes.instrumented import instrument
 from controlplane.runtimes.process import ProcessRuntime
 from controlplane.runtimes.simulated import SimulatedRuntime
@@ -105,7 +106,8 @@ class Container:
         s = self.settings
         runtimes = self.runtimes()
         # Kubernetes: the cluster's Nodes are the nodes; elsewhere this host is the one node.
-        node_source = getattr(runtimes["runc"], "nodes", None) if "runc" in runtimes else None
+        capacity = capabilities(runtimes["runc"]).node_capacity if "runc" in runtimes else None
+        node_source = capacity.nodes if capacity is not None else None
         return ControllerConfig(
             workers=s.controller_workers,
             require_published=bool(s.nats_url),

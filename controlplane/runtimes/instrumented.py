@@ -2,19 +2,22 @@
 
 A decorator in the sense of the pattern: it implements the Runtime port by delegating to the
 wrapped backend, so no backend carries observability code. Operations measured: create,
-start, stop, remove, probe, status (DESIGN §5); `logs` and `list_sandboxes` pass through.
+start, stop, remove, probe, status (ADR 0005); `logs` and `list_sandboxes` pass through.
+The backend's optional capabilities (exec, node capacity, watches) are offered as they are,
+through `capabilities` (see capabilities.py), not measured.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from opentelemetry.trace import SpanKind
 
 from controlplane.observability import metrics, tracing
 from controlplane.runtimes.base import ProbeSpec, Runtime, SandboxSpec, SandboxStatus
+from controlplane.runtimes.capabilities import Capabilities, capabilities
 
 T = TypeVar("T")
 
@@ -27,6 +30,12 @@ class InstrumentedRuntime:
     def __init__(self, inner: Runtime) -> None:
         self.inner = inner
         self.name = inner.name
+        self._capabilities = capabilities(inner)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The wrapped backend's optional capabilities."""
+        return self._capabilities
 
     async def _measure(
         self, operation: str, sandbox_id: str, call: Callable[[], Awaitable[T]]
@@ -74,10 +83,6 @@ class InstrumentedRuntime:
 
     async def close(self) -> None:
         await self.inner.close()
-
-    def __getattr__(self, attr: str) -> Any:
-        # Anything beyond the port (a backend's own helpers) is the backend's.
-        return getattr(self.inner, attr)
 
 
 def instrument(runtimes: dict[str, Runtime]) -> dict[str, Runtime]:

@@ -8,12 +8,25 @@ from pathlib import Path
 import httpx
 
 
-async def http_get_ok(port: int, path: str, timeout_s: float) -> bool:
-    """True if GET http://127.0.0.1:`port``path` answers 2xx or 3xx within `timeout_s`
-    (Kubernetes httpGet probe semantics: 200 ≤ code < 400)."""
+def probe_url(port: int, path: str) -> str:
+    """http://127.0.0.1:`port``path`, with a leading "/" added to `path` if it lacks one."""
+    return f"http://127.0.0.1:{port}{path if path.startswith('/') else '/' + path}"
+
+
+async def http_get_ok(
+    port: int, path: str, timeout_s: float, client: httpx.AsyncClient | None = None
+) -> bool:
+    """True if GET `probe_url(port, path)` answers 2xx or 3xx within `timeout_s`
+    (Kubernetes httpGet probe semantics: 200 ≤ code < 400). `client`: one to reuse across
+    probes; else one is opened for this request. No proxy from the environment is used: the
+    agent is on loopback."""
+    url = probe_url(port, path)
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            response = await client.get(f"http://127.0.0.1:{port}{path}")
+        if client is not None:
+            response = await client.get(url, timeout=timeout_s)
+        else:
+            async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as own:
+                response = await own.get(url)
     except httpx.HTTPError:
         return False
     return 200 <= response.status_code < 400

@@ -10,14 +10,14 @@ import pytest
 
 from controlplane.domain.quantity import parse_quantity
 from controlplane.runtimes.base import ProbeSpec, SandboxError, SandboxSpec, SandboxState
-from controlplane.runtimes.kubernetes.runtime import (
+from controlplane.runtimes.kubernetes.pods import (
     CONFIG_FIELD,
-    node_capacity,
     pod_manifest,
     pod_ready,
     pod_status,
     readiness_probe,
 )
+from controlplane.runtimes.kubernetes.runtime import node_capacity
 
 
 def spec(**changes: Any) -> SandboxSpec:

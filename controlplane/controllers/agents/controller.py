@@ -27,6 +27,7 @@ from controlplane.domain.errors import Conflict
 from controlplane.domain.events.registry import SchemaRegistry
 from controlplane.observability import metrics as obs
 from controlplane.runtimes.base import Runtime
+from controlplane.runtimes.capabilities import capabilities
 
 __all__ = ["Controller", "ControllerConfig"]
 
@@ -76,9 +77,9 @@ class Controller:
         for runtime in self.distinct_runtimes():
             # A runtime that can tell when its sandboxes or capacity change (Kubernetes: its
             # watches) wakes the controller instead of waiting for the next poll.
-            subscribe = getattr(runtime, "subscribe", None)
-            if subscribe is not None:
-                subscribe(self.notify, self.want_schedule)
+            watches = capabilities(runtime).watches
+            if watches is not None:
+                watches.subscribe(self.notify, self.want_schedule)
 
     @property
     def on_reconciled(self) -> Callable[[str], None] | None:

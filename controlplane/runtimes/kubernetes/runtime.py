@@ -1,4 +1,4 @@
-"""The Kubernetes runtime (DESIGN §5): a Pod per sandbox, bound by the Agent OS scheduler.
+"""The Kubernetes runtime: a Pod per sandbox, bound by the Agent OS scheduler (ADR 0011).
 
 A sandbox is a Pod named by the sandbox id in the agent's namespace (namespace = tenant):
 - `runtimeClassName` is the Agent's runtime class (`runc`, `gvisor`: RuntimeClass objects
@@ -15,13 +15,14 @@ A sandbox is a Pod named by the sandbox id in the agent's namespace (namespace =
   RuntimeDefault, no ServiceAccount token, no service links;
 - `restartPolicy: Never`: restarts are the control plane's (restartPolicy, maxRestarts and
   backoff of the Agent), each a new Pod.
+The Pod is built, and read back as a sandbox state, in `pods.py`.
 
 Pod phase and the Ready condition drive the lifecycle: Pending and unbound → CREATED, bound
 or Running → RUNNING (Ready when the Pod's Ready condition is True, i.e. the kubelet's
 readiness probe, built from `spec.readiness`, passes), Succeeded/Failed → EXITED.
 
-One informer (list, then watch, relisting after an error) keeps every Pod in a cache: this
-installation's (labels `agentos.io/managed` and `agentos.io/instance`) answer
+One informer (`informer.py`: list, then watch, relisting after an error) keeps every Pod in
+a cache: this installation's (labels `agentos.io/managed` and `agentos.io/instance`) answer
 `status`/`probe` without a request and are the only ones the leak sweep may remove; every
 other Pod counts against its node's free capacity. Nodes are cached the same way; `nodes()`
 gives the scheduler each Ready, schedulable node's allocatable cpu, memory and pods minus
@@ -30,9 +31,6 @@ what foreign Pods request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -40,7 +38,6 @@ import msgspec
 import structlog
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
-from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, PodBinding
 
 from controlplane.domain.quantity import parse_quantity
@@ -51,210 +48,22 @@ from controlplane.runtimes.base import (
     ProbeSpec,
     SandboxError,
     SandboxSpec,
-    SandboxState,
     SandboxStatus,
+)
+from controlplane.runtimes.kubernetes.informer import Informer, RawNode, RawPod
+from controlplane.runtimes.kubernetes.pods import (
+    ANNOTATION_NODE,
+    DEFAULT_INSTANCE,
+    LABEL_INSTANCE,
+    SCHEDULER_NAME,
+    TERMINAL_PHASES,
+    pod_manifest,
+    pod_ready,
+    pod_status,
+    requests_of,
 )
 
 log = structlog.get_logger("agentos.runtime.kubernetes")
-
-# Pods and Nodes as plain mappings for the informers: a watch delivers thousands of them, and
-# reading JSON into dicts costs far less than into typed models and back.
-RawPod = create_namespaced_resource("", "v1", "Pod", "pods")
-RawNode = create_global_resource("", "v1", "Node", "nodes")
-
-SCHEDULER_NAME = "agentos"
-LABEL_INSTANCE = "agentos.io/instance"
-DEFAULT_INSTANCE = "agentos"
-ANNOTATION_NODE = "agentos.io/node"
-ANNOTATION_CONFIG = "agentos.io/config"
-ANNOTATION_KUBERNETES_UID = "agentos.io/kubernetes-uid"
-AGENT_UID = 65532
-CONFIG_DIR = "/etc/agentos"
-RUN_DIR = "/var/run/agentos"
-CONFIG_FIELD = f"metadata.annotations['{ANNOTATION_CONFIG}']"
-RUNTIME_CLASSES = {"runc": "runc", "gvisor": "gvisor"}  # Agent class → RuntimeClass name
-_TERMINAL = ("Succeeded", "Failed")
-
-
-def _resource_version(obj: dict[str, Any]) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _requests_of(pod: dict[str, Any]) -> tuple[int, int]:
-    """What a Pod requests, in millicores and bytes (its containers' requests summed)."""
-    cpu = memory = 0
-    for c in pod.get("spec", {}).get("containers", []):
-        requests = (c.get("resources") or {}).get("requests") or {}
-        if "cpu" in requests:
-            cpu += int(parse_quantity(requests["cpu"]) * 1000)
-        if "memory" in requests:
-            memory += int(parse_quantity(requests["memory"]))
-    return cpu, memory
-
-
-def _quantity_str(millis: int = 0, nbytes: int = 0) -> str:
-    return f"{millis}m" if millis else str(nbytes)
-
-
-def readiness_probe(probe: ProbeSpec) -> dict[str, Any]:
-    """The kubelet readiness probe for an Agent's `spec.readiness`. A heartbeat becomes an
-    exec probe that checks the heartbeat file's age (the image needs `sh` and `find`)."""
-    timing = {
-        "periodSeconds": max(1, round(probe.period_s)),
-        "timeoutSeconds": max(1, round(probe.timeout_s)),
-        "failureThreshold": probe.failure_threshold,
-    }
-    if probe.http_port is not None:
-        return {"httpGet": {"path": probe.http_path, "port": probe.http_port}, **timing}
-    if probe.exec_command:
-        return {"exec": {"command": list(probe.exec_command)}, **timing}
-    fresh_s = max(1, round(probe.period_s * probe.failure_threshold))
-    check = f'test -n "$(find {RUN_DIR}/heartbeat -newermt "-{fresh_s} seconds" 2>/dev/null)"'
-    return {"exec": {"command": ["sh", "-c", check]}, **timing}
-
-
-def pod_manifest(
-    spec: SandboxSpec, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
-) -> dict[str, Any]:
-    """The Pod for `spec` (see the module docstring). Raises SandboxError for an image a
-    node cannot pull (`oci-archive:` paths are local to the control plane)."""
-    if spec.image.startswith("oci-archive:"):
-        raise SandboxError(
-            "InvalidImage", "an oci-archive: image exists only on the control plane's host"
-        )
-    env = [{"name": k, "value": v} for k, v in spec.env.items()]
-    env += [
-        {"name": "AGENTOS_AGENT_NAME", "value": spec.name},
-        {"name": "AGENTOS_TENANT", "value": spec.tenant},
-        {"name": "AGENTOS_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
-        {"name": "AGENTOS_HEARTBEAT_FILE", "value": f"{RUN_DIR}/heartbeat"},
-    ]
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if spec.request_cpu_millis:
-        requests["cpu"] = f"{spec.request_cpu_millis}m"
-    if spec.request_memory_bytes:
-        requests["memory"] = str(spec.request_memory_bytes)
-    if spec.cpu_millis:
-        limits["cpu"] = f"{spec.cpu_millis}m"
-    if spec.memory_bytes:
-        limits["memory"] = str(spec.memory_bytes)
-    container: dict[str, Any] = {
-        "name": "agent",
-        "image": spec.image,
-        "env": env,
-        "resources": {"requests": requests, "limits": limits},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "run", "mountPath": RUN_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a volume, not a temp file
-        ],
-    }
-    if spec.command:
-        container["command"] = list(spec.command)
-    if spec.args:
-        container["args"] = list(spec.args)
-    if spec.probe is not None:
-        container["readinessProbe"] = readiness_probe(spec.probe)
-    metadata: dict[str, Any] = {
-        "name": spec.sandbox_id,
-        "namespace": spec.tenant,
-        "labels": {
-            **spec.labels(),
-            LABEL_INSTANCE: instance,
-            "app.kubernetes.io/name": spec.name,
-            "app.kubernetes.io/managed-by": "agentos",
-        },
-        "annotations": {
-            ANNOTATION_NODE: spec.node,
-            ANNOTATION_CONFIG: json.dumps(spec.config, sort_keys=True),
-        },
-    }
-    owner_uid = spec.annotations.get(ANNOTATION_KUBERNETES_UID)
-    if owner_uid:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": "agentos.io/v1alpha1",
-                "kind": "Agent",
-                "name": spec.name,
-                "uid": owner_uid,
-                "controller": True,
-            }
-        ]
-    pod_spec: dict[str, Any] = {
-        "schedulerName": scheduler_name,
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 10,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": AGENT_UID,
-            "runAsGroup": AGENT_UID,
-            "fsGroup": AGENT_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [
-            {
-                "name": "config",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": "config.json",
-                            "fieldRef": {"fieldPath": CONFIG_FIELD},
-                        }
-                    ]
-                },
-            },
-            {"name": "run", "emptyDir": {"sizeLimit": "1Mi"}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        ],
-    }
-    runtime_class = RUNTIME_CLASSES.get(spec.runtime_class)
-    if runtime_class:
-        pod_spec["runtimeClassName"] = runtime_class
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
-
-
-def pod_status(sandbox_id: str, pod: dict[str, Any] | None) -> SandboxStatus:
-    """A Pod's phase as a sandbox state (see the module docstring)."""
-    if pod is None:
-        return SandboxStatus(sandbox_id, SandboxState.MISSING)
-    status = pod.get("status") or {}
-    phase = status.get("phase", "Pending")
-    if pod["metadata"].get("deletionTimestamp"):
-        return SandboxStatus(sandbox_id, SandboxState.EXITED, message="the Pod is being deleted")
-    if phase in _TERMINAL:
-        code = None
-        for cs in status.get("containerStatuses") or []:
-            terminated = (cs.get("state") or {}).get("terminated")
-            if terminated:
-                code = terminated.get("exitCode")
-        message = status.get("message") or status.get("reason") or f"Pod {phase}"
-        return SandboxStatus(sandbox_id, SandboxState.EXITED, exit_code=code, message=message)
-    if not pod.get("spec", {}).get("nodeName"):
-        return SandboxStatus(sandbox_id, SandboxState.CREATED, message="Pod not bound")
-    return SandboxStatus(sandbox_id, SandboxState.RUNNING, message=f"Pod {phase}")
-
-
-def pod_ready(pod: dict[str, Any] | None) -> bool:
-    """The Pod's Ready condition is True (Kubernetes: all containers pass readiness)."""
-    if pod is None or pod["metadata"].get("deletionTimestamp"):
-        return False
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return bool(c.get("status") == "True")
-    return False
 
 
 def node_capacity(node: dict[str, Any]) -> Node | None:
@@ -281,91 +90,6 @@ def node_capacity(node: dict[str, Any]) -> Node | None:
         return None
 
 
-class _Informer:
-    """A cache of one kind of object kept by list-then-watch; relists after any error.
-    `on_change(obj, deleted)` runs for each change after the first list."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        kind: type,
-        on_change: Callable[[dict[str, Any], bool], None],
-        labels: dict[str, Any] | None = None,
-        namespaced: bool = True,
-    ) -> None:
-        self._client = client
-        self._namespace = "*" if namespaced else None
-        self._kind = kind
-        self._labels = labels
-        self._on_change = on_change
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.synced = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    @staticmethod
-    def key(obj: dict[str, Any]) -> tuple[str, str]:
-        meta = obj["metadata"]
-        return meta.get("namespace") or "", meta["name"]
-
-    def put(self, obj: dict[str, Any], *, deleted: bool = False) -> None:
-        """Record a newer state of `obj` (a write-through from our own requests, or a
-        watch event); an older one than the cache holds is ignored."""
-        key = self.key(obj)
-        held = self.objects.get(key)
-        if held is not None and _resource_version(held) > _resource_version(obj):
-            return
-        if deleted:
-            self.objects.pop(key, None)
-        else:
-            self.objects[key] = obj
-        self._on_change(obj, deleted)
-
-    async def _run(self) -> None:
-        pause_s = 0.1
-        while True:
-            try:
-                listing: Any = self._client.list(
-                    self._kind, namespace=self._namespace, labels=self._labels
-                )
-                fresh = {self.key(o): o async for o in (x.to_dict() async for x in listing)}
-                version = listing.resourceVersion
-                gone = [o for k, o in self.objects.items() if k not in fresh]
-                self.objects = fresh
-                for obj in gone:
-                    self._on_change(obj, True)
-                for obj in fresh.values():
-                    self._on_change(obj, False)
-                self.synced.set()
-                pause_s = 0.1
-                async for kind, obj in self._client.watch(
-                    self._kind,
-                    namespace=self._namespace,
-                    labels=self._labels,
-                    resource_version=version,
-                ):
-                    self.put(obj.to_dict(), deleted=kind == "DELETED")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "watch failed; relisting",
-                    kind=self._kind.__name__,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                await asyncio.sleep(pause_s)
-                pause_s = min(pause_s * 2, 5.0)
-
-
 class KubernetesRuntime:
     """Sandboxes as Pods (see the module docstring). Idempotent on `sandbox_id`."""
 
@@ -381,8 +105,8 @@ class KubernetesRuntime:
         self._client = client
         self._scheduler_name = scheduler_name
         self._instance = instance
-        self._pods = _Informer(client, RawPod, self._pod_changed)
-        self._nodes = _Informer(client, RawNode, self._node_changed, namespaced=False)
+        self._pods = Informer(client, RawPod, self._pod_changed)
+        self._nodes = Informer(client, RawNode, self._node_changed, namespaced=False)
         self._by_sandbox: dict[str, tuple[str, str]] = {}
         self._sandbox_listeners: list[Callable[[str], None]] = []
         self._capacity_listeners: list[Callable[[], None]] = []
@@ -458,9 +182,9 @@ class KubernetesRuntime:
             node = nodes.get(pod.get("spec", {}).get("nodeName", ""))
             if node is None or self._mine(meta.get("labels") or {}):
                 continue
-            if (pod.get("status") or {}).get("phase") in _TERMINAL:
+            if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
                 continue
-            cpu, memory = _requests_of(pod)
+            cpu, memory = requests_of(pod)
             node.reserve(cpu, memory)
         return list(nodes.values())
 

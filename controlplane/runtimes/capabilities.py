@@ -1,0 +1,72 @@
+"""Optional runtime capabilities: what some backends can do beyond the Runtime port.
+
+Each is a Protocol; a backend has it by having the method (containerd: `Exec`; Kubernetes:
+`NodeCapacity` and `Watches`). Callers ask `capabilities(runtime)` rather than probing for
+attributes, so a wrapper such as InstrumentedRuntime can answer for the backend it wraps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from controlplane.domain.scheduling.admission import Node
+
+
+@runtime_checkable
+class Exec(Protocol):
+    """Runs a command inside a running sandbox."""
+
+    async def exec(self, sandbox_id: str, command: list[str], timeout_s: float) -> int | None:
+        """Run `command` as the sandbox's agent, without stdio; its exit code, or None if it
+        did not finish within `timeout_s` seconds (then it is killed)."""
+        ...
+
+
+@runtime_checkable
+class NodeCapacity(Protocol):
+    """Knows the nodes sandboxes can be placed on (Kubernetes: the cluster's Nodes)."""
+
+    async def nodes(self) -> list[Node]:
+        """Schedulable nodes with what they can still offer (millicores, bytes, pods)."""
+        ...
+
+
+@runtime_checkable
+class Watches(Protocol):
+    """Tells when its sandboxes or its capacity change (Kubernetes: its informers), so the
+    controller wakes instead of waiting for its next poll."""
+
+    def subscribe(self, on_sandbox: Callable[[str], None], on_capacity: Callable[[], None]) -> None:
+        """Call `on_sandbox(agent_id)` when a sandbox changes and `on_capacity()` when what
+        the nodes offer may have; both are level-triggered hints."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The optional capabilities of one backend; None where it lacks one."""
+
+    exec: Exec | None = None
+    node_capacity: NodeCapacity | None = None
+    watches: Watches | None = None
+
+
+@runtime_checkable
+class Wrapper(Protocol):
+    """A runtime that wraps a backend (a decorator) and answers for its capabilities."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+
+def capabilities(runtime: object) -> Capabilities:
+    """What `runtime` can do beyond the Runtime port (a wrapper's: its backend's)."""
+    if isinstance(runtime, Wrapper):
+        return runtime.capabilities
+    return Capabilities(
+        exec=runtime if isinstance(runtime, Exec) else None,
+        node_capacity=runtime if isinstance(runtime, NodeCapacity) else None,
+        watches=runtime if isinstance(runtime, Watches) else None,
+    )
