@@ -11,6 +11,8 @@ type `tool`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, JsonValue, ValidationError, model_validator
@@ -83,3 +85,14 @@ def roll_up(steps: Iterable[Step]) -> Usage:
         seen.add(step.callId)
         total = total + step.usage
     return total
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The state a run saved (`run.checkpoint(state)`, any JSON) during delivery `attempt`;
+    the next attempt starts from the latest one. `saved_at` is timezone-aware UTC."""
+
+    run_id: str
+    state: Any
+    attempt: int
+    saved_at: datetime
