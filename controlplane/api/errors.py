@@ -56,6 +56,8 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "AGENT_NOT_FOUND": ErrorSpec(404, "NOT_FOUND", "Agent not found"),
     "TENANT_NOT_FOUND": ErrorSpec(404, "NOT_FOUND", "Tenant not found"),
     "TOKEN_NOT_FOUND": ErrorSpec(404, "NOT_FOUND", "Token not found"),
+    "RUN_NOT_FOUND": ErrorSpec(404, "NOT_FOUND", "Run not found"),
+    "APPROVAL_NOT_FOUND": ErrorSpec(404, "NOT_FOUND", "Approval not found"),
     "METHOD_NOT_ALLOWED": ErrorSpec(405, "UNIMPLEMENTED", "Method not allowed"),
     "NOT_ACCEPTABLE": ErrorSpec(406, "INVALID_ARGUMENT", "Not acceptable"),
     "UNSUPPORTED_MEDIA_TYPE": ErrorSpec(415, "INVALID_ARGUMENT", "Unsupported media type"),
@@ -63,6 +65,9 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "CONFLICT": ErrorSpec(409, "ABORTED", "Conflict"),
     "ILLEGAL_TRANSITION": ErrorSpec(409, "FAILED_PRECONDITION", "Illegal lifecycle transition"),
     "TENANT_NOT_EMPTY": ErrorSpec(409, "FAILED_PRECONDITION", "The tenant still has agents"),
+    "AGENT_BUSY": ErrorSpec(409, "RESOURCE_EXHAUSTED", "The agent cannot take another run"),
+    "RUN_FINISHED": ErrorSpec(409, "FAILED_PRECONDITION", "The run has already finished"),
+    "APPROVAL_DECIDED": ErrorSpec(409, "FAILED_PRECONDITION", "The approval is already decided"),
     "IDEMPOTENCY_KEY_IN_USE": ErrorSpec(
         409, "ABORTED", "A request with this Idempotency-Key is in progress"
     ),

@@ -210,3 +210,60 @@ api_tokens = Table(
     Column("expires_at", Time, nullable=True),
     Column("revoked_at", Time, nullable=True),
 )
+
+# Runs: the work given to agents (controlplane/domain/runs/). `phase`, `attempt` and
+# `deadline_at` (creation + spec.timeoutSeconds) are derived from spec and status on every
+# write, so the reconciler finds runs to time out, and counts runs in flight, in SQL.
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    # A tenant's deletion takes its runs with it; the agent is named by uid and by name
+    # without a foreign key: a run outlives its agent's row.
+    Column("tenant", String(63), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", String(36), nullable=False),
+    Column("agent", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("labels", Json, nullable=False, server_default=text("'{}'")),
+    Column("spec", Json, nullable=False),
+    Column("status", Json, nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("resource_version", BigInteger, nullable=False, server_default=text("1")),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    Column("deadline_at", Time, nullable=False),
+    UniqueConstraint("tenant", "name"),
+    Index(None, "tenant", "created_at", "id"),
+    Index(None, "agent_id", "phase"),
+    Index(None, "phase", "deadline_at"),
+)
+
+# The step journal: one row per (run, callId), first write wins, so a step recorded again
+# after a redelivery keeps its first output (exactly-once effects). `step` is the whole
+# Step document; the other columns are for queries. Journal order is `id` order.
+run_steps = Table(
+    "run_steps",
+    metadata,
+    _id(),
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("call_id", String(200), nullable=False),
+    Column("parent_call_id", String(200), nullable=True),
+    Column("type", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("step", Json, nullable=False),
+    Column("recorded_at", Time, nullable=False),
+    UniqueConstraint("run_id", "call_id"),
+)
+
+# The latest checkpoint of each run (`run.checkpoint(state)`); the next attempt starts there.
+run_checkpoints = Table(
+    "run_checkpoints",
+    metadata,
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("state", Json, nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("saved_at", Time, nullable=False),
+)

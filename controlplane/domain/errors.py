@@ -70,6 +70,38 @@ class TenantNotFound(NotFound):
     code = "TENANT_NOT_FOUND"
 
 
+class RunNotFound(NotFound):
+    """No run of that name for the agent in the tenant (or not visible to the caller)."""
+
+    code = "RUN_NOT_FOUND"
+
+
+class ApprovalNotFound(NotFound):
+    """No approval of that id on the run (or not visible to the caller)."""
+
+    code = "APPROVAL_NOT_FOUND"
+
+
+class AgentBusy(AgentOSError):
+    """The agent's `spec.runs.queue` is `reject` and every slot is busy, or its queue already
+    holds `maxQueued` runs: the run is refused at admission and nothing is written."""
+
+    code = "AGENT_BUSY"
+
+
+class RunFinished(AgentOSError):
+    """The run already ended (Succeeded, Failed, Canceled, TimedOut): it cannot be cancelled
+    or changed any more."""
+
+    code = "RUN_FINISHED"
+
+
+class ApprovalDecided(AgentOSError):
+    """The approval was already approved, rejected or expired: a decision is final."""
+
+    code = "APPROVAL_DECIDED"
+
+
 class AlreadyExists(AgentOSError):
     """An object with that name already exists."""
 

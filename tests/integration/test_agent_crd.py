@@ -76,6 +76,16 @@ def test_a_valid_agent_is_accepted_and_listed_with_its_columns(agent: dict[str, 
     assert listed.stdout.splitlines()[1].split()[1] == "runc"  # no status yet: runtime follows
 
 
+def test_the_apiserver_defaults_spec_runs_as_the_model_does(agent: dict[str, Any]) -> None:
+    agent["spec"]["runs"] = {"concurrency": 2}
+    applied = kubectl("apply", "--validate=strict", "-f", "-", stdin=yaml.safe_dump(agent))
+    assert applied.returncode == 0, applied.stderr
+    got = kubectl("get", "agent", agent["metadata"]["name"], "-n", "default", "-o", "json")
+    assert got.returncode == 0, got.stderr
+    stored = json.loads(got.stdout)["spec"]["runs"]
+    assert stored == parse_agent(agent).spec.runs.model_dump(mode="json")
+
+
 def _two_probes(m: dict[str, Any]) -> None:
     m["spec"]["readiness"] = {"exec": {"command": ["true"]}, "heartbeat": {}}
 
@@ -108,6 +118,18 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "spec.image",
     ),
     ("two readiness actions", _two_probes, "/spec/readiness", "spec.readiness"),
+    (
+        "no run slot",
+        lambda m: m["spec"].update(runs={"concurrency": 0}),
+        "/spec/runs/concurrency",
+        "spec.runs.concurrency",
+    ),
+    (
+        "unknown queue policy",
+        lambda m: m["spec"].update(runs={"queue": "drop"}),
+        "/spec/runs/queue",
+        "spec.runs.queue",
+    ),
 ]
 
 

@@ -184,6 +184,31 @@ def test_the_lifecycle_diagram_has_exactly_the_transitions_of_the_table() -> Non
     assert edges == table
 
 
+def diagram_edges(marker: str) -> set[tuple[str, str]]:
+    """The `A --> B` edges between states (not `[*]`) of the one Mermaid block marked `marker`."""
+    [diagram] = [b for b in mermaid_blocks(text_of(ARCH / "state-machines.md")) if marker in b]
+    edges = set()
+    for line in diagram.splitlines():
+        m = re.match(r"^\s*(\w+)\s*-->\s*(\w+)\s*(?::.*)?$", line)
+        if m:
+            edges.add((m.group(1), m.group(2)))
+    return edges
+
+
+def test_the_run_diagram_has_exactly_the_transitions_of_the_table() -> None:
+    from controlplane.domain.runs.lifecycle import TRANSITIONS
+
+    table = {(str(src), str(dst)) for src, targets in TRANSITIONS.items() for dst in targets}
+    assert diagram_edges("%% runs") == table
+
+
+def test_the_approval_diagram_has_exactly_the_transitions_of_the_table() -> None:
+    from controlplane.domain.runs.approvals import TRANSITIONS
+
+    table = {(str(src), str(dst)) for src, targets in TRANSITIONS.items() for dst in targets}
+    assert diagram_edges("%% approvals") == table
+
+
 def test_the_outbox_diagram_names_every_outbox_state_and_no_other() -> None:
     from controlplane.domain.events.envelope import OutboxState
 

@@ -40,11 +40,12 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 
 
 class IllegalTransition(Exception):
-    """A move the transition table does not allow."""
+    """A move the transition table does not allow (of an agent, or of a run: the phases of
+    controlplane/domain/runs/lifecycle.py raise it too)."""
 
     code = "ILLEGAL_TRANSITION"
 
-    def __init__(self, current: Phase, target: Phase) -> None:
+    def __init__(self, current: StrEnum, target: StrEnum) -> None:
         super().__init__(f"illegal transition {current} → {target}")
         self.current = current
         self.target = target

@@ -179,6 +179,29 @@ class Readiness(Strict):
         return self
 
 
+class RunsSpec(Strict):
+    """How the agent takes runs: how many at once, what waits, for how long, how often."""
+
+    concurrency: Int = Field(default=1, ge=1, le=64, description="Runs in flight at once.")
+    queue: Literal["enqueue", "reject"] = Field(
+        default="enqueue",
+        description="When every slot is busy: wait in the queue, or refuse (409 AGENT_BUSY).",
+    )
+    maxQueued: Int = Field(
+        default=100, ge=0, le=1_000_000, description="Runs waiting at most; more get AGENT_BUSY."
+    )
+    timeoutSeconds: Int = Field(
+        default=600, ge=1, le=86400, description="A run's default time from creation to its end."
+    )
+    maxAttempts: Int = Field(
+        default=3, ge=1, le=20, description="Deliveries before a run fails (DeliveryExhausted)."
+    )
+    approval: Literal["none", "destructive", "all"] = Field(
+        default="none",
+        description="Which tool calls wait for a human; destructive: those declared so.",
+    )
+
+
 class AgentSpec(Strict):
     image: str = Field(
         min_length=1,
@@ -208,6 +231,7 @@ class AgentSpec(Strict):
     maxRestarts: Int = Field(default=5, ge=0, le=1_000_000)
     readiness: Readiness | None = None
     priority: Int = Field(default=0, ge=-1000, le=1000)
+    runs: RunsSpec = Field(default_factory=RunsSpec)
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; handed to the agent as a JSON file."
     )
@@ -230,7 +254,9 @@ class AgentSpec(Strict):
 
     def sandbox_fingerprint(self) -> dict[str, Any]:
         """The part of the spec that shapes the sandbox: a change means a new sandbox."""
-        return self.model_dump(mode="json", by_alias=True, exclude={"priority", "maxRestarts"})
+        return self.model_dump(
+            mode="json", by_alias=True, exclude={"priority", "maxRestarts", "runs"}
+        )
 
 
 class Agent(Strict):
@@ -248,7 +274,7 @@ def _pointer(loc: tuple[int | str, ...]) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
-def _unstorable(value: Any, pointer: str = "") -> list[FieldError]:
+def unstorable(value: Any, pointer: str = "") -> list[FieldError]:
     """Strings no database can keep: a NUL character (PostgreSQL text and JSONB refuse it) or
     a lone UTF-16 surrogate (not encodable as UTF-8; JSON allows the escape)."""
 
@@ -267,10 +293,10 @@ def _unstorable(value: Any, pointer: str = "") -> list[FieldError]:
             if isinstance(key, str) and bad(key):
                 found.append(FieldError(pointer, "a key contains a NUL or an unpaired surrogate"))
                 continue
-            found += _unstorable(item, f"{pointer}/{escape(str(key))}")
+            found += unstorable(item, f"{pointer}/{escape(str(key))}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found += _unstorable(item, f"{pointer}/{i}")
+            found += unstorable(item, f"{pointer}/{i}")
     return found
 
 
@@ -283,24 +309,37 @@ def parse_agent(manifest: Any) -> Agent:
         BadRequest: a string holds a NUL or an unpaired surrogate (malformed text, named by
             pointer likewise).
     """
-    unstorable = _unstorable(manifest)
-    if unstorable:
-        detail = "; ".join(f"{fe.pointer}: {fe.message}" for fe in unstorable)
-        raise BadRequest(f"text that cannot be stored: {detail}", errors=unstorable)
+    refuse_unstorable(manifest)
     try:
         return Agent.model_validate(manifest)
     except ValidationError as exc:
-        errors = []
-        for e in exc.errors():
-            loc = tuple("class" if p == "class_" else p for p in e["loc"])
-            message = e["msg"]
-            if e["type"] == "extra_forbidden":
-                message = "unknown field"
-            elif e["type"] == "missing":
-                message = "required field is missing"
-            errors.append(FieldError(_pointer(loc), message))
+        errors = field_errors(exc)
         detail = "; ".join(f"{fe.pointer}: {fe.message}" for fe in errors)
         raise ValidationFailed(f"invalid Agent: {detail}", errors=errors) from None
+
+
+def refuse_unstorable(document: Any) -> None:
+    """Raise BadRequest naming (by JSON pointer) each string of `document` that no database
+    can store (see `unstorable`)."""
+    found = unstorable(document)
+    if found:
+        detail = "; ".join(f"{fe.pointer}: {fe.message}" for fe in found)
+        raise BadRequest(f"text that cannot be stored: {detail}", errors=found)
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """One FieldError per problem pydantic found, named by RFC 6901 JSON pointer into the
+    validated document; unknown and missing fields get a plain message."""
+    errors = []
+    for e in exc.errors():
+        loc = tuple("class" if p == "class_" else p for p in e["loc"])
+        message = e["msg"]
+        if e["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif e["type"] == "missing":
+            message = "required field is missing"
+        errors.append(FieldError(_pointer(loc), message))
+    return errors
 
 
 class AgentStatus(BaseModel):
