@@ -41,10 +41,10 @@ image: ## The control-plane image, by buildah (no Docker engine), as an OCI arch
 k8s-tools: ## Build kube-apiserver, kubectl, kwok and helm from their Go modules (cached)
 	hack/build-k8s-tools.sh
 
-lint: bootstrap ## ruff (lint + format check) and mypy (strict for controlplane/domain)
+lint: bootstrap ## ruff (lint + format check) and mypy (strict for controlplane/domain and the SDK)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy controlplane operators
+	$(UV) run --frozen mypy controlplane operators sdk/python/agentos_sdk
 
 format: bootstrap
 	$(UV) run --frozen ruff format .
