@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
 from agentos_sdk import Agent
+
 from tests.unit.sdk.fake_gateway import FakeGateway
 
 
@@ -23,8 +23,14 @@ async def gateway() -> AsyncIterator[FakeGateway]:
 
 def agent_for(gateway: FakeGateway, **settings: Any) -> Agent:
     """An Agent of the fake gateway with fast heartbeats and short polls."""
-    defaults: dict[str, Any] = {"heartbeat_seconds": 0.05, "poll_seconds": 1, "drain_seconds": 2}
-    return Agent(gateway_url=gateway.url, token=gateway.token, **{**defaults, **settings})
+    defaults: dict[str, Any] = {
+        "gateway_url": gateway.url,
+        "token": gateway.token,
+        "heartbeat_seconds": 0.05,
+        "poll_seconds": 1,
+        "drain_seconds": 2,
+    }
+    return Agent(**{**defaults, **settings})
 
 
 @contextlib.asynccontextmanager

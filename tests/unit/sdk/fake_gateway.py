@@ -115,7 +115,8 @@ class FakeGateway:
             return _problem(401, "UNAUTHENTICATED", "no valid agent credential")
         if request.transport is not None:
             self.connections.add(id(request.transport))
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def _run(self, request: web.Request) -> FakeRun:
         run = self.runs.get(request.match_info["run"])

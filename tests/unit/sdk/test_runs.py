@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from agentos_sdk import NonDeterminismError, Run, StepFailed
+
 from tests.unit.sdk.conftest import agent_for, serving
 from tests.unit.sdk.fake_gateway import FakeGateway
 

@@ -8,7 +8,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from agentos_sdk._core.errors import GatewayError, NonDeterminismError, StepFailed
 from agentos_sdk._core.gateway import GatewayClient
@@ -49,13 +49,14 @@ class Run:
         self.agent: str = body.get("agent", "")
         self.tenant: str = body.get("tenant", "")
         self.attempt: int = int(body.get("attempt", 1))
-        self.input: JSON = body.get("input")
+        # Any, not JSON: handlers index into their input, and a union would not let them.
+        self.input: Any = body.get("input")
         self.labels: dict[str, str] = dict(body.get("labels") or {})
         self.timeout_seconds: int = int(body.get("timeoutSeconds") or 0)
         self.deadline: datetime = parse_rfc3339(body["deadline"])
         self.traceparent: str | None = body.get("traceparent")
         self._journal = Journal(delivery.get("journal"))
-        self.state: JSON = self._journal.state
+        self.state: Any = self._journal.state
         self.cancel_reason: str | None = None
         self._gateway = gateway
         self._tools = tools
@@ -66,15 +67,37 @@ class Run:
         (`cancel_reason` is then `"canceled"`, `"deadline"` or `"finished"`)."""
         return self.cancel_reason is not None
 
+    @overload
     async def step(
         self,
         name: str,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         *args: Any,
         type: StepType = "custom",
         key: str | None = None,
         **kwargs: Any,
-    ) -> T:
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        type: StepType = "custom",
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> T: ...
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        type: StepType = "custom",
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run `fn(*args, **kwargs)` once per run and journal it as step `name`.
 
         `fn` may be a coroutine function (awaited) or a plain function (run in a worker
@@ -88,12 +111,11 @@ class Run:
         for a malformed `key`, GatewayError when the step cannot be recorded.
         """
         recorded_input = {"args": list(args), "kwargs": kwargs}
-        output = await self._journaled(
+        return await self._journaled(
             name, type, key, recorded_input, lambda: _call(fn, args, kwargs)
         )
-        return cast(T, output)
 
-    async def call_tool(self, tool: Tool | str | Callable[..., Any], **arguments: Any) -> JSON:
+    async def call_tool(self, tool: Tool | str | Callable[..., Any], **arguments: Any) -> Any:
         """Call a registered tool (by Tool, name or function) as a `tool` step named after it.
 
         The step's input is `arguments`. Raises LookupError for an unknown tool, and what
@@ -113,7 +135,7 @@ class Run:
         messages: list[dict[str, Any]],
         key: str | None = None,
         **params: Any,
-    ) -> dict[str, JSON]:
+    ) -> dict[str, Any]:
         """One model call as an `llm` step named `model`, with its token usage.
 
         `call(model=..., messages=..., **params)` (sync or async) makes the request and
