@@ -46,3 +46,10 @@ def test_os_environ_is_read_when_no_mapping_is_given(monkeypatch: pytest.MonkeyP
 def test_a_malformed_variable_is_a_clear_error_naming_it(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{variable} must be"):
         Agent(environ={**ENV, variable: value})
+
+
+def test_keyword_overrides_are_checked_like_their_variables() -> None:
+    with pytest.raises(ConfigError, match=r"^AGENTOS_RUN_CONCURRENCY must be"):
+        Agent(environ=ENV, concurrency=0)
+    with pytest.raises(ConfigError, match=r"^AGENTOS_HEARTBEAT_SECONDS must be"):
+        Agent(environ=ENV, heartbeat_seconds=0)

@@ -4,6 +4,9 @@ concurrency, the end of a run elsewhere, a graceful stop, and a refused credenti
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -182,3 +185,44 @@ async def test_an_unreachable_gateway_is_retried_until_the_stop(gateway: FakeGat
     assert not task.done()
     stop.set()
     await asyncio.wait_for(task, 5)
+
+
+AGENT_PROGRAM = """
+import asyncio, sys
+from agentos_sdk import Agent, Run
+agent = Agent(drain_seconds=0.2)
+
+@agent.run
+async def handle(run: Run) -> str:
+    print("started", flush=True)
+    await asyncio.sleep(30)
+    return "too late"
+
+agent.serve()
+print("stopped", flush=True)
+"""
+
+
+async def test_sigterm_stops_serve_and_releases_the_run_in_flight(
+    gateway: FakeGateway,
+) -> None:
+    env = {
+        **os.environ,
+        "AGENTOS_GATEWAY_URL": gateway.url,
+        "AGENTOS_AGENT_TOKEN": gateway.token,
+        "AGENTOS_HEARTBEAT_SECONDS": "0.1",
+    }
+    run = gateway.submit(None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", AGENT_PROGRAM, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), 10) == b"started\n"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert (await process.stdout.read()).endswith(b"stopped\n")
+    assert run.result is None and run.releases == 1 and run.attempt == 2

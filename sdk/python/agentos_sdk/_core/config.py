@@ -54,12 +54,19 @@ def load_settings(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{GATEWAY_URL} must be an http(s) URL, got {url!r}")
-    return Settings(
+    settings = Settings(
         gateway_url=url.rstrip("/"),
         token=token or _required(env, AGENT_TOKEN),
         concurrency=concurrency if concurrency is not None else _integer(env, RUN_CONCURRENCY),
         heartbeat_s=heartbeat_s if heartbeat_s is not None else _seconds(env, HEARTBEAT_SECONDS),
     )
+    if settings.concurrency < 1:
+        raise ConfigError(f"{RUN_CONCURRENCY} must be an integer ≥ 1, got {concurrency!r}")
+    if not settings.heartbeat_s > 0:
+        raise ConfigError(
+            f"{HEARTBEAT_SECONDS} must be a number of seconds > 0, got {heartbeat_s!r}"
+        )
+    return settings
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
