@@ -63,8 +63,9 @@ class Run:
 
     @property
     def cancelled(self) -> bool:
-        """True once the run was canceled, timed out, or ended elsewhere
-        (`cancel_reason` is then `"canceled"`, `"deadline"` or `"finished"`)."""
+        """True once the run was canceled, timed out, or ended elsewhere, or the agent is
+        stopping without it (`cancel_reason` is then `"canceled"`, `"deadline"`,
+        `"finished"` or `"abandoned"`)."""
         return self.cancel_reason is not None
 
     @overload
