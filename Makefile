@@ -41,10 +41,10 @@ image: ## The control-plane image, by buildah (no Docker engine), as an OCI arch
 k8s-tools: ## Build kube-apiserver, kubectl, kwok and helm from their Go modules (cached)
 	hack/build-k8s-tools.sh
 
-lint: bootstrap ## ruff (lint + format check), mypy --strict, and the import contracts (import-linter)
+lint: bootstrap ## ruff (lint + format check), mypy --strict (control plane, operator, SDK), the import contracts
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy controlplane operators
+	$(UV) run --frozen mypy controlplane operators sdk/python/agentos_sdk
 	$(UV) run --frozen lint-imports
 
 format: bootstrap

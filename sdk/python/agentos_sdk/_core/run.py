@@ -1,0 +1,231 @@
+"""`Run`: what a handler gets — the run's input and state, and journaled steps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar, cast, overload
+
+from agentos_sdk._core.errors import GatewayError, NonDeterminismError, StepFailed
+from agentos_sdk._core.gateway import GatewayClient
+from agentos_sdk._core.journal import Journal
+from agentos_sdk._core.protocol import (
+    JSON,
+    Delivery,
+    ErrorBody,
+    StepReport,
+    StepType,
+    UsageBody,
+    now,
+    parse_rfc3339,
+    rfc3339,
+)
+from agentos_sdk._core.tools import Tool, ToolRegistry
+from agentos_sdk._core.usage import Usage
+
+T = TypeVar("T")
+_parent_call: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "agentos_sdk_parent_call", default=None
+)
+
+
+class Run:
+    """One delivery of a run to this agent.
+
+    Attributes: `name` (the run id), `agent`, `tenant`, `attempt` (1-based; > 1 after a
+    redelivery), `input` (any JSON), `labels`, `deadline` (aware datetime, UTC),
+    `timeout_seconds`, `traceparent` (W3C, or None), `state` (the last checkpoint's state,
+    None on a fresh run). `cancelled` turns True when the run is canceled, passes its
+    deadline or ends elsewhere; the handler then sees asyncio.CancelledError.
+    """
+
+    def __init__(self, delivery: Delivery, gateway: GatewayClient, tools: ToolRegistry) -> None:
+        body = delivery["run"]
+        self.name: str = body["name"]
+        self.agent: str = body.get("agent", "")
+        self.tenant: str = body.get("tenant", "")
+        self.attempt: int = int(body.get("attempt", 1))
+        # Any, not JSON: handlers index into their input, and a union would not let them.
+        self.input: Any = body.get("input")
+        self.labels: dict[str, str] = dict(body.get("labels") or {})
+        self.timeout_seconds: int = int(body.get("timeoutSeconds") or 0)
+        self.deadline: datetime = parse_rfc3339(body["deadline"])
+        self.traceparent: str | None = body.get("traceparent")
+        self._journal = Journal(delivery.get("journal"))
+        self.state: Any = self._journal.state
+        self.cancel_reason: str | None = None
+        self._gateway = gateway
+        self._tools = tools
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was canceled, timed out, or ended elsewhere, or the agent is
+        stopping without it (`cancel_reason` is then `"canceled"`, `"deadline"`,
+        `"finished"` or `"abandoned"`)."""
+        return self.cancel_reason is not None
+
+    @overload
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        type: StepType = "custom",
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        type: StepType = "custom",
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> T: ...
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        type: StepType = "custom",
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run `fn(*args, **kwargs)` once per run and journal it as step `name`.
+
+        `fn` may be a coroutine function (awaited) or a plain function (run in a worker
+        thread, so heartbeats go on). Its result must be JSON; the step returns it as it
+        reads back from JSON (a tuple comes back a list), on this attempt and on every later
+        one, where the recorded output is returned without calling `fn`. Steps inside `fn`
+        are its children (callId `"<this>.<n>"`).
+
+        Raises StepFailed when `fn` raises (now, or as recorded by an earlier attempt),
+        NonDeterminismError when the journal recorded another step at this callId, ValueError
+        for a malformed `key`, GatewayError when the step cannot be recorded.
+        """
+        recorded_input = {"args": list(args), "kwargs": kwargs}
+        return await self._journaled(
+            name, type, key, recorded_input, lambda: _call(fn, args, kwargs)
+        )
+
+    async def call_tool(self, tool: Tool | str | Callable[..., Any], **arguments: Any) -> Any:
+        """Call a registered tool (by Tool, name or function) as a `tool` step named after it.
+
+        The step's input is `arguments`. Raises LookupError for an unknown tool, and what
+        `step` raises.
+        """
+        found = self._tools.resolve(tool)
+        return await self._journaled(
+            found.name, "tool", None, arguments, lambda: _call(found.fn, (), arguments)
+        )
+
+    async def chat(
+        self,
+        call: Callable[..., Any],
+        /,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        key: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """One model call as an `llm` step named `model`, with its token usage.
+
+        `call(model=..., messages=..., **params)` (sync or async) makes the request and
+        returns an OpenAI-compatible chat completion (a dict, or an object with
+        `model_dump()` such as the openai package's); its `usage` is recorded. Returns the
+        completion as a dict. Raises what `step` raises.
+        """
+        request = {"model": model, "messages": messages, **params}
+
+        async def complete() -> Any:
+            response = await _call(call, (), request)
+            return response.model_dump() if hasattr(response, "model_dump") else response
+
+        output = await self._journaled(model, "llm", key, request, complete, _usage_of)
+        if not isinstance(output, dict):
+            raise TypeError(f"the model call returned {output!r}, not a chat completion")
+        return output
+
+    async def checkpoint(self, state: JSON) -> None:
+        """Save `state` (JSON); the next attempt of this run starts with `run.state == state`.
+
+        Raises TypeError/ValueError when `state` is not JSON, GatewayError when it cannot
+        be saved.
+        """
+        state = json.loads(json.dumps(state, allow_nan=False))
+        await self._gateway.checkpoint(self.name, state, self._journal.last_call_id)
+        self.state = state
+
+    async def _journaled(
+        self,
+        name: str,
+        step_type: StepType,
+        key: str | None,
+        recorded_input: Mapping[str, Any],
+        thunk: Callable[[], Awaitable[Any]],
+        usage_of: Callable[[JSON], UsageBody | None] | None = None,
+    ) -> JSON:
+        parent = _parent_call.get()
+        call_id = self._journal.next_call_id(parent, key)
+        done, output = self._journal.replay(call_id, name, step_type)
+        if done:
+            return output
+        started = now()
+        error: ErrorBody | None = None
+        cause: BaseException | None = None
+        token = _parent_call.set(call_id)
+        try:
+            output = json.loads(json.dumps(await thunk(), allow_nan=False))
+        except (NonDeterminismError, GatewayError):
+            raise  # not the step's failure: nothing is recorded, the run fails or retries
+        except StepFailed as exc:
+            error, cause = {"type": exc.error_type, "message": exc.message}, exc
+        except Exception as exc:
+            error, cause = {"type": type(exc).__name__, "message": str(exc)}, exc
+        finally:
+            _parent_call.reset(token)
+        report: StepReport = {
+            "callId": call_id,
+            "type": step_type,
+            "name": name,
+            "input": _describe(recorded_input),
+            "status": "failed" if error else "succeeded",
+            "output": None if error else output,
+            "error": error,
+            "usage": usage_of(output) if usage_of and not error else None,
+            "startedAt": rfc3339(started),
+            "endedAt": rfc3339(now()),
+            "attempt": self.attempt,
+            "parentCallId": parent,
+        }
+        await self._gateway.record_step(self.name, report)
+        if error:
+            raise StepFailed(name, call_id, error["type"], error["message"]) from cause
+        self._journal.last_call_id = call_id
+        return output
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args, **kwargs)
+    result = await asyncio.to_thread(fn, *args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _describe(value: Any) -> JSON:
+    """`value` as JSON, with `repr` for what JSON cannot hold (a step's input is for reading)."""
+    return cast(JSON, json.loads(json.dumps(value, default=repr)))
+
+
+def _usage_of(output: JSON) -> UsageBody | None:
+    usage = Usage.from_openai(output) if isinstance(output, dict) else None
+    return usage.as_body() if usage else None
