@@ -233,6 +233,13 @@ runs = Table(
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
     Column("deadline_at", Time, nullable=False),
+    # Dispatch and delivery (architecture/runs.md): the outbox event of the dispatch
+    # message, and the JetStream delivery the gateway holds — its ack subject (any gateway
+    # may ack, extend or nak it), its stream sequence, and the agent's last heartbeat.
+    Column("dispatch_event_id", String(36), nullable=True),
+    Column("delivery_reply", String(255), nullable=True),
+    Column("delivery_seq", BigInteger, nullable=True),
+    Column("heartbeat_at", Time, nullable=True),
     UniqueConstraint("tenant", "name"),
     Index(None, "tenant", "created_at", "id"),
     Index(None, "agent_id", "phase"),
@@ -266,4 +273,20 @@ run_checkpoints = Table(
     Column("state", Json, nullable=True),
     Column("attempt", Integer, nullable=False),
     Column("saved_at", Time, nullable=False),
+)
+
+# The credentials of sandboxes (architecture/runs.md): one per sandbox, scoped to its agent,
+# only their SHA-256 stored; revoked when the sandbox goes. They open the agent gateway,
+# never the API.
+agent_credentials = Table(
+    "agent_credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("tenant", String(63), nullable=False),
+    Column("agent_id", String(36), nullable=False, index=True),
+    Column("agent", String(253), nullable=False),
+    Column("sandbox_id", String(253), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time, nullable=True),
 )
