@@ -72,6 +72,7 @@ def serve(
     from controlplane.cli.outbox import run_relay
     from controlplane.config import component_set, get_settings
     from controlplane.data import migrate
+    from controlplane.data.repositories.agents import phase_counter
     from controlplane.observability.inventory import run_inventory
     from controlplane.observability.logging import configure_logging
     from controlplane.observability.tracing import configure_tracing
@@ -86,7 +87,7 @@ def serve(
         container = Container(settings)
         stop = stop_on_signals()
         components = component_set(settings)
-        tasks = [asyncio.create_task(run_inventory(container.engine, stop))]
+        tasks = [asyncio.create_task(run_inventory(phase_counter(container.engine), stop))]
         controller = None
         if "controller" in components:
             controller = container.build_controller()

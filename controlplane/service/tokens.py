@@ -17,7 +17,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from controlplane.data.repositories.tokens import TokenRecord
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.access import Role
 from controlplane.domain.agents.model import DNS1123_LABEL
@@ -28,6 +27,7 @@ from controlplane.domain.errors import (
     ValidationFailed,
 )
 from controlplane.domain.events.envelope import utcnow
+from controlplane.domain.records import TokenRecord
 
 PREFIX = "aos_"
 

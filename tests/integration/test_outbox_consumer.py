@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from controlplane.data.outbox.admin import OutboxAdmin
 from controlplane.data.tables import inbox, outbox
 from controlplane.domain.events.envelope import EventEnvelope, OutboxState
 from controlplane.messaging.consumer import EventConsumer
@@ -95,7 +96,7 @@ async def test_a_redelivered_event_is_deduplicated_by_event_id(
     try:
         await eventually(lambda: _count(pg_engine, OutboxState.ACKNOWLEDGED, 1), what="acked")
         # Replay sends the same event again (a new Nats-Msg-Id, the same event_id).
-        assert await relay.store.replay(aggregate=f"tenant/{event.aggregate_id}") == 1
+        assert await OutboxAdmin(pg_engine).replay(aggregate=f"tenant/{event.aggregate_id}") == 1
         await eventually(lambda: _stream_count(nc, 2), what="replayed copy in the stream")
         await eventually(lambda: _consumer_done(nc, "test-consumer"), what="copy delivered")
     finally:

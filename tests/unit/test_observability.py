@@ -22,6 +22,7 @@ from controlplane.bootstrap import Container
 from controlplane.config import Settings
 from controlplane.controllers.machinery.workqueue import WorkQueue
 from controlplane.data import migrate
+from controlplane.data.repositories.agents import phase_counter
 from controlplane.domain.agents.model import AgentStatus, parse_agent
 from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.records import AgentRecord
@@ -133,7 +134,7 @@ async def test_agents_by_phase_are_counted_in_the_database(tmp_path: Path) -> No
             manifest = {**MANIFEST, "metadata": {"name": name}}
             async with container.uow() as uow:
                 await apply_agent(uow, "t1", manifest)
-        counts = await refresh_agent_phases(container.engine)
+        counts = await refresh_agent_phases(phase_counter(container.engine))
     finally:
         await container.close()
     assert counts["Created"] == 2 and counts["Ready"] == 0

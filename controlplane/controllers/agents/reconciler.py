@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.controllers.machinery.batching import Batcher
 from controlplane.controllers.machinery.workqueue import RateLimiter, WorkQueue
+from controlplane.data.outbox.writer import OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository
-from controlplane.data.repositories.tenants import OutboxWriter
 from controlplane.data.tables import tenants as tenants_table
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import (
