@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -55,13 +56,15 @@ class Recorder:
 
 
 @pytest.fixture
-async def relay(pg_engine: AsyncEngine, pg_url: str, nc: NATS):
+async def relay(pg_engine: AsyncEngine, pg_url: str, nc: NATS) -> AsyncIterator[Relay]:
     relay = Relay(pg_engine, pg_url, nc, RELAY)
     async with running(relay):
         yield relay
 
 
-async def consume(nc: NATS, engine: AsyncEngine, handler: Recorder, name: str = "test-consumer"):
+async def consume(
+    nc: NATS, engine: AsyncEngine, handler: Recorder, name: str = "test-consumer"
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
     stop = asyncio.Event()
     consumer = EventConsumer(nc, engine, name, handler, max_deliver=3, nak_delay_s=0.05)
     return stop, asyncio.create_task(consumer.run(stop))
@@ -160,4 +163,4 @@ async def _consumer_done(nc: NATS, name: str) -> bool:
     from controlplane.messaging.streams import EVENTS_STREAM
 
     info = await nc.jetstream().consumer_info(EVENTS_STREAM, name)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
