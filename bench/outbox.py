@@ -60,7 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controlplane.bootstrap import Container, schema_registry
 from controlplane.config import Settings
 from controlplane.data.engine import create_engine
-from controlplane.data.outbox.relay_store import OutboxStore
+from controlplane.data.outbox.relay_store import RelayStore
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.envelope import NewEvent, OutboxState
 from controlplane.messaging.relay import Relay, RelayConfig, encode
@@ -613,7 +613,7 @@ async def phases(args: argparse.Namespace, url: str, nats_url: str) -> dict[str,
         await conn.close()
         log(f"pre-filled {args.events} events in {time.perf_counter() - started:.1f}s (untimed)")
 
-        sample = (await OutboxStore(engine).pending([("tenant", "bench-00000")], 1))[0]
+        sample = (await RelayStore(engine).pending([("tenant", "bench-00000")], 1))[0]
         payload = encode(sample)
         log(f"payload {len(payload)} bytes")
 

@@ -38,6 +38,12 @@ def _run(coro_fn: Any) -> Any:
     return asyncio.run(main())
 
 
+def _fail(message: str) -> typer.Exit:
+    """Print `error: MESSAGE` on stderr; the Exit (status 2) for the caller to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Migrate the database to the latest schema (or REVISION)."""
@@ -53,9 +59,9 @@ def outbox_status(
     output: str = typer.Option("text", "-o", "--output", help="text | json"),
 ) -> None:
     """Events per state, and the age of the oldest unpublished one."""
-    from controlplane.data.outbox.relay_store import OutboxStore
+    from controlplane.data.outbox.admin import OutboxAdmin
 
-    status = _run(lambda c: OutboxStore(c.engine).status())
+    status = _run(lambda c: OutboxAdmin(c.engine).status())
     if output == "json":
         typer.echo(
             json.dumps(
@@ -81,26 +87,28 @@ def outbox_replay(
     aggregate: str | None = typer.Option(None, "--aggregate", help="TYPE/ID or ID."),
 ) -> None:
     """Publish already published events again; they keep their event_id."""
-    from controlplane.data.outbox.relay_store import OutboxStore
+    from controlplane.data.outbox.admin import OutboxAdmin
+    from controlplane.domain.errors import AgentOSError
 
+    if sum(x is not None for x in (from_id, since, aggregate)) != 1:
+        raise _fail("give exactly one of --from-id, --since, --aggregate")
     try:
         n = _run(
-            lambda c: OutboxStore(c.engine).replay(
+            lambda c: OutboxAdmin(c.engine).replay(
                 from_id=from_id, since=since, aggregate=aggregate
             )
         )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except AgentOSError as exc:
+        raise _fail(exc.detail) from exc
     typer.echo(f"{n} events queued for replay")
 
 
 @dlq_app.command("list")
 def dlq_list(output: str = typer.Option("text", "-o", "--output", help="text | json")) -> None:
     """Dead-lettered events not yet requeued."""
-    from controlplane.data.outbox.relay_store import OutboxStore
+    from controlplane.data.outbox.admin import OutboxAdmin
 
-    letters = _run(lambda c: OutboxStore(c.engine).dead_letters())
+    letters = _run(lambda c: OutboxAdmin(c.engine).dead_letters())
     if output == "json":
         typer.echo(json.dumps(letters, default=str))
         return
@@ -118,16 +126,15 @@ def dlq_requeue(
     all_: bool = typer.Option(False, "--all", help="Requeue every open dead letter."),
 ) -> None:
     """Send dead-lettered events again (same event_id)."""
-    from controlplane.data.outbox.relay_store import OutboxStore
+    from controlplane.data.outbox.admin import OutboxAdmin
+    from controlplane.domain.errors import AgentOSError
 
     if (event_id is None) == (not all_):
-        typer.echo("error: give an EVENT_ID or --all", err=True)
-        raise typer.Exit(2)
+        raise _fail("give an EVENT_ID or --all")
     try:
-        n = _run(lambda c: OutboxStore(c.engine).requeue(event_id))
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        n = _run(lambda c: OutboxAdmin(c.engine).requeue(event_id))
+    except AgentOSError as exc:
+        raise _fail(exc.detail) from exc
     typer.echo(f"{n} dead letters requeued")
 
 

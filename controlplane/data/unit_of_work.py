@@ -12,9 +12,12 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from controlplane.data.outbox.writer import OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository
+from controlplane.data.repositories.audit import AuditRepository
+from controlplane.data.repositories.events import EventRepository
 from controlplane.data.repositories.idempotency import IdempotencyRepository
-from controlplane.data.repositories.tenants import AuditRepository, OutboxWriter, TenantRepository
+from controlplane.data.repositories.tenants import TenantRepository
 from controlplane.data.repositories.tokens import TokenRepository
 from controlplane.domain.events.registry import SchemaRegistry
 from controlplane.observability import tracing
@@ -32,6 +35,7 @@ class UnitOfWork:
     agents: AgentRepository
     outbox: OutboxWriter
     audit: AuditRepository
+    events: EventRepository
     tokens: TokenRepository
     idempotency: IdempotencyRepository
     connection: AsyncConnection
@@ -51,6 +55,7 @@ class UnitOfWork:
         self.agents = AgentRepository(self.connection)
         self.outbox = OutboxWriter(self.connection, self._registry)
         self.audit = AuditRepository(self.connection, self.principal)
+        self.events = EventRepository(self.connection)
         # A span per unit: the service's span and the outbox rows' traceparent sit below it.
         self._span = tracing.tracer().start_as_current_span(
             "uow", attributes={"principal": self.principal}

@@ -1,4 +1,5 @@
-"""What the data layer hands the service layer and the controller about an agent."""
+"""What the data layer hands the service layer and the controller: agents, tenants, tokens and
+stored events, as plain frozen records (no SQL, no framework)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from controlplane.domain.access import Principal, Role
 from controlplane.domain.agents.lifecycle import Phase
 from controlplane.domain.agents.model import API_VERSION, KIND, AgentSpec, AgentStatus
 from controlplane.domain.events.envelope import rfc3339
@@ -52,3 +54,45 @@ class AgentRecord:
             "spec": self.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
             "status": self.status.model_dump(mode="json", exclude_none=True),
         }
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    """A tenant row. `quota` keys: `agents`, `cpu_millis`, `memory_bytes` (absent: no limit)."""
+
+    name: str
+    quota: dict[str, int]
+    resource_version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as listed: never the secret, nor its hash."""
+
+    id: str
+    principal: str
+    tenant: str | None
+    role: Role | None
+    platform_admin: bool
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def as_principal(self) -> Principal:
+        """The caller this token authenticates."""
+        return Principal(self.principal, self.tenant, self.role, self.platform_admin, self.id)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One event of an aggregate as the outbox holds it, with its delivery `state`
+    (an `OutboxState`); `sequence` counts from 1 within the aggregate."""
+
+    event_id: str
+    event_type: str
+    sequence: int
+    occurred_at: datetime
+    state: str
+    payload: dict[str, Any]

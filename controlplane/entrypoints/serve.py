@@ -14,6 +14,7 @@ import uvicorn
 from controlplane.bootstrap import Container, stop_on_signals
 from controlplane.config import Settings, component_set
 from controlplane.data import migrate
+from controlplane.data.repositories.agents import phase_counter
 from controlplane.messaging.embedded import EmbeddedNats
 from controlplane.observability.inventory import run_inventory
 from controlplane.observability.logging import configure_logging
@@ -60,7 +61,7 @@ async def _run_components(settings: Settings, host: str, port: int) -> None:
     container = Container(settings)
     stop = stop_on_signals()
     components = component_set(settings)
-    tasks = [asyncio.create_task(run_inventory(container.engine, stop))]
+    tasks = [asyncio.create_task(run_inventory(phase_counter(container.engine), stop))]
     controller = None
     if "controller" in components:
         controller = container.build_controller()

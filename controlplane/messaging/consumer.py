@@ -28,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controlplane.data.outbox.relay_store import OutboxStore
+from controlplane.data.outbox.inbox import Inbox
 from controlplane.domain.events.envelope import EventEnvelope, parse_rfc3339, utcnow
 from controlplane.messaging import metrics
 from controlplane.messaging.streams import (
@@ -78,7 +78,7 @@ class EventConsumer:
         self._nc = nc
         self._js = nc.jetstream()
         self._engine = engine
-        self._store = OutboxStore(engine)
+        self._inbox = Inbox(engine)
         self.name = name
         self._handler = handler
         self._filter = filter_subject
@@ -92,10 +92,10 @@ class EventConsumer:
         stream_seq = int(advisory["stream_seq"])
         stored = await self._js.get_msg(EVENTS_STREAM, stream_seq)
         envelope = decode(stored.data or b"{}")
-        row = await self._store.row_by_event_id(envelope.event_id)
+        row = await self._inbox.row_by_event_id(envelope.event_id)
         reason = f"consumer {self.name} failed {advisory.get('deliveries')} deliveries"
         if row is not None:
-            await self._store.dead_letter_event(row, reason, f"consumer:{self.name}")
+            await self._inbox.dead_letter_event(row, reason, f"consumer:{self.name}")
         metrics.DEAD_LETTERS.labels("consumer").inc()
         log.warning("dead-lettered", consumer=self.name, event_id=envelope.event_id)
         await publish_dead_letter(
@@ -127,7 +127,7 @@ class EventConsumer:
         trace.get_current_span().set_attribute("messaging.message.id", envelope.event_id)
         try:
             async with self._engine.begin() as conn:
-                first_time = await OutboxStore.record_delivery(conn, self.name, envelope.event_id)
+                first_time = await Inbox.record_delivery(conn, self.name, envelope.event_id)
                 if first_time:
                     await self._handler(envelope, conn)
         except Exception as exc:

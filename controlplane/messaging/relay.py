@@ -36,13 +36,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data.engine import is_postgres
+from controlplane.data.outbox.admin import OutboxAdmin
 from controlplane.data.outbox.relay_store import (
     AggregateKey,
     DeadLetter,
     Failed,
     OutboxRow,
-    OutboxStore,
     Published,
+    RelayStore,
 )
 from controlplane.data.unit_of_work import OUTBOX_CHANNEL
 from controlplane.domain.events.envelope import utcnow
@@ -99,7 +100,8 @@ class Relay:
         *,
         owner: str | None = None,
     ) -> None:
-        self.store = OutboxStore(engine)
+        self.store = RelayStore(engine)
+        self._admin = OutboxAdmin(engine)  # the backlog gauges read its status
         self._database_url = database_url
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -230,7 +232,7 @@ class Relay:
         if now - self._last_status < self.config.status_interval_s:
             return
         self._last_status = now
-        status = await self.store.status()
+        status = await self._admin.status()
         for state, count in status.counts.items():
             metrics.OUTBOX_EVENTS.labels(state).set(count)
         metrics.OUTBOX_OLDEST_UNPUBLISHED_AGE.set(status.oldest_unpublished_age_s or 0)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.data.repositories.tenants import AuditEntry
+from controlplane.data.repositories.audit import AuditEntry
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import (
     Condition,
@@ -29,7 +29,7 @@ from controlplane.domain.errors import (
     ValidationFailed,
 )
 from controlplane.domain.events.envelope import NewEvent, parse_rfc3339, utcnow
-from controlplane.domain.records import AgentRecord
+from controlplane.domain.records import AgentRecord, StoredEvent
 from controlplane.observability.tracing import traced
 from controlplane.service.idempotency import IdempotencyRequest
 from controlplane.service.idempotency import begin as idempotency_begin
@@ -501,3 +501,11 @@ async def finalize_deletion(uow: UnitOfWork, record: AgentRecord) -> None:
     )
     await uow.agents.remove(record)
     await uow.commit()
+
+
+@traced("service.agent_events")
+async def agent_events(uow: UnitOfWork, tenant: str, name: str) -> list[StoredEvent]:
+    """The agent's events in sequence order, with their delivery state. Raises
+    AgentNotFound."""
+    record = await uow.agents.get(tenant, name)
+    return await uow.events.of_aggregate(AGGREGATE, record.id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controlplane.data.repositories.tenants import TenantRecord
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.errors import TenantNotEmpty
 from controlplane.domain.events.envelope import NewEvent, utcnow
+from controlplane.domain.records import TenantRecord
 from controlplane.observability.tracing import traced
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from controlplane.data.repositories.tokens import TokenRecord
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.access import Role
 from controlplane.domain.agents.model import DNS1123_LABEL
@@ -29,6 +28,7 @@ from controlplane.domain.errors import (
     ValidationFailed,
 )
 from controlplane.domain.events.envelope import rfc3339, utcnow
+from controlplane.domain.records import TokenRecord
 
 PREFIX = "aos_"
 

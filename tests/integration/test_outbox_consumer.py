@@ -7,12 +7,14 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NATS
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from controlplane.data.outbox.admin import OutboxAdmin
 from controlplane.data.tables import inbox, outbox
 from controlplane.domain.events.envelope import EventEnvelope, OutboxState
 from controlplane.messaging.consumer import EventConsumer
@@ -54,13 +56,15 @@ class Recorder:
 
 
 @pytest.fixture
-async def relay(pg_engine: AsyncEngine, pg_url: str, nc: NATS):
+async def relay(pg_engine: AsyncEngine, pg_url: str, nc: NATS) -> AsyncIterator[Relay]:
     relay = Relay(pg_engine, pg_url, nc, RELAY)
     async with running(relay):
         yield relay
 
 
-async def consume(nc: NATS, engine: AsyncEngine, handler: Recorder, name: str = "test-consumer"):
+async def consume(
+    nc: NATS, engine: AsyncEngine, handler: Recorder, name: str = "test-consumer"
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
     stop = asyncio.Event()
     consumer = EventConsumer(nc, engine, name, handler, max_deliver=3, nak_delay_s=0.05)
     return stop, asyncio.create_task(consumer.run(stop))
@@ -95,7 +99,7 @@ async def test_a_redelivered_event_is_deduplicated_by_event_id(
     try:
         await eventually(lambda: _count(pg_engine, OutboxState.ACKNOWLEDGED, 1), what="acked")
         # Replay sends the same event again (a new Nats-Msg-Id, the same event_id).
-        assert await relay.store.replay(aggregate=f"tenant/{event.aggregate_id}") == 1
+        assert await OutboxAdmin(pg_engine).replay(aggregate=f"tenant/{event.aggregate_id}") == 1
         await eventually(lambda: _stream_count(nc, 2), what="replayed copy in the stream")
         await eventually(lambda: _consumer_done(nc, "test-consumer"), what="copy delivered")
     finally:
@@ -159,4 +163,4 @@ async def _consumer_done(nc: NATS, name: str) -> bool:
     from controlplane.messaging.streams import EVENTS_STREAM
 
     info = await nc.jetstream().consumer_info(EVENTS_STREAM, name)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)

@@ -22,6 +22,7 @@ from controlplane.bootstrap import Container
 from controlplane.config import Settings
 from controlplane.controllers.machinery.workqueue import WorkQueue
 from controlplane.data import migrate
+from controlplane.data.repositories.agents import phase_counter
 from controlplane.domain.agents.model import AgentStatus, parse_agent
 from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.records import AgentRecord
@@ -35,7 +36,7 @@ from controlplane.runtimes.process import ProcessRuntime
 from controlplane.service.tokens import create_token
 
 CREATED_AT = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-MANIFEST = {
+MANIFEST: dict[str, Any] = {
     "apiVersion": "agentos.io/v1alpha1",
     "kind": "Agent",
     "metadata": {"name": "obs-agent"},
@@ -133,7 +134,7 @@ async def test_agents_by_phase_are_counted_in_the_database(tmp_path: Path) -> No
             manifest = {**MANIFEST, "metadata": {"name": name}}
             async with container.uow() as uow:
                 await apply_agent(uow, "t1", manifest)
-        counts = await refresh_agent_phases(container.engine)
+        counts = await refresh_agent_phases(phase_counter(container.engine))
     finally:
         await container.close()
     assert counts["Created"] == 2 and counts["Ready"] == 0
@@ -211,7 +212,8 @@ def test_instrument_wraps_a_backend_that_serves_several_classes_once(tmp_path: P
 
 @pytest.fixture(scope="module")
 def tracer_provider() -> TracerProvider:
-    return configure_tracing("agentos-unit-test")
+    provider: TracerProvider = configure_tracing("agentos-unit-test")
+    return provider
 
 
 @pytest.fixture
@@ -230,7 +232,7 @@ async def client(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterat
     await container.close()
 
 
-async def test_api_requests_are_counted_by_route_template_never_by_raw_path(client) -> None:
+async def test_api_requests_are_counted_by_route_template_never_by_raw_path(client: Any) -> None:
     route = "/api/v1/tenants/{tenant}/agents/{name}"
     created = sample("agentos_api_requests_total", route=route, method="PUT", code="201")
     missing = sample("agentos_api_requests_total", route=route, method="GET", code="404")
@@ -262,7 +264,7 @@ async def test_api_requests_are_counted_by_route_template_never_by_raw_path(clie
     assert not any("t-raw" in r or "nobody" in r or "/no/such" in r for r in routes), routes
 
 
-async def test_a_problem_carries_the_trace_id_of_its_request(client) -> None:
+async def test_a_problem_carries_the_trace_id_of_its_request(client: Any) -> None:
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     answer = await client.get(
         "/api/v1/tenants/t1/agents/nobody",

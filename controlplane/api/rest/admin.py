@@ -15,8 +15,7 @@ from controlplane.api.rest.models import (
     ReplayIn,
 )
 from controlplane.api.security import platform_admin
-from controlplane.data.outbox.relay_store import OutboxStore
-from controlplane.domain.errors import NotFound
+from controlplane.data.outbox.admin import OutboxAdmin
 from controlplane.domain.events.envelope import as_utc, rfc3339
 
 router = APIRouter(
@@ -26,8 +25,8 @@ router = APIRouter(
 )
 
 
-def _store(request: Request) -> OutboxStore:
-    return OutboxStore(request.app.state.container.engine)
+def _admin(request: Request) -> OutboxAdmin:
+    return OutboxAdmin(request.app.state.container.engine)
 
 
 @router.get(
@@ -40,7 +39,7 @@ def _store(request: Request) -> OutboxStore:
 )
 async def outbox_status(request: Request) -> Any:
     """Events per state, the age of the oldest unpublished one, open dead letters."""
-    status = await _store(request).status()
+    status = await _admin(request).status()
     return {
         "counts": status.counts,
         "oldestUnpublishedAgeSeconds": status.oldest_unpublished_age_s,
@@ -60,12 +59,9 @@ async def outbox_replay(body: ReplayIn, request: Request) -> Any:
     """Publish already published events again (they keep their event_id). Exactly one of
     `fromEventId`, `since` (RFC 3339), `aggregate` (`TYPE/ID` or `ID`)."""
     since = as_utc(body.since) if body.since is not None else None
-    try:
-        n = await _store(request).replay(
-            from_id=body.fromEventId, since=since, aggregate=body.aggregate
-        )
-    except ValueError as exc:
-        raise NotFound(str(exc)) from None
+    n = await _admin(request).replay(
+        from_id=body.fromEventId, since=since, aggregate=body.aggregate
+    )
     return {"count": n}
 
 
@@ -82,7 +78,7 @@ async def dead_letters(
     include_requeued: Annotated[bool, Query(alias="includeRequeued")] = False,
 ) -> Any:
     """Dead-lettered events (open ones; with `includeRequeued`, requeued ones too)."""
-    letters = await _store(request).dead_letters(include_requeued=include_requeued)
+    letters = await _admin(request).dead_letters(include_requeued=include_requeued)
     return {
         "items": [
             {
@@ -111,11 +107,7 @@ async def requeue_one(
     event_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request
 ) -> Any:
     """Put one dead-lettered event back in the outbox (same event_id)."""
-    try:
-        n = await _store(request).requeue(event_id)
-    except ValueError as exc:
-        raise NotFound(str(exc)) from None
-    return {"count": n}
+    return {"count": await _admin(request).requeue(event_id)}
 
 
 @router.post(
@@ -128,4 +120,4 @@ async def requeue_one(
 )
 async def requeue_all(request: Request) -> Any:
     """Put every open dead letter back in the outbox."""
-    return {"count": await _store(request).requeue(None)}
+    return {"count": await _admin(request).requeue(None)}

@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from sqlalchemy import select
 
 from controlplane.api.errors import responses
 from controlplane.api.rest.models import AgentEventList, AgentList, AgentObject, WatchEventOut
 from controlplane.api.security import Caller, TenantName, tenant_access
 from controlplane.data.outbox.change_feed import OutboxFeed
-from controlplane.data.tables import outbox
 from controlplane.domain.access import Principal, Role
 from controlplane.domain.agents.model import DNS1123_LABEL
 from controlplane.domain.errors import BadRequest, FieldError
@@ -330,24 +328,20 @@ async def delete_agent(
 async def agent_events(tenant: TenantName, name: AgentName, request: Request) -> Any:
     """The agent's events from the outbox, in sequence order, with their delivery state."""
     async with _uow(request) as uow:
-        record = await uow.agents.get(tenant, name)
-        rows = await uow.connection.execute(
-            select(outbox)
-            .where(outbox.c.aggregate_type == "agent", outbox.c.aggregate_id == record.id)
-            .order_by(outbox.c.sequence)
-        )
-        items = [
+        events = await svc.agent_events(uow, tenant, name)
+    return {
+        "items": [
             {
-                "event_id": r.event_id,
-                "event_type": r.event_type,
-                "sequence": r.sequence,
-                "occurred_at": rfc3339(r.occurred_at),
-                "state": r.state,
-                "payload": r.payload,
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "sequence": e.sequence,
+                "occurred_at": rfc3339(e.occurred_at),
+                "state": e.state,
+                "payload": e.payload,
             }
-            for r in rows
+            for e in events
         ]
-    return {"items": items}
+    }
 
 
 __all__ = ["WatchEventOut", "router"]

@@ -18,11 +18,11 @@ from controlplane.api.rest.agents import if_match
 from controlplane.api.rest.models import TenantIn, TenantList, TenantObject, TokenIn, TokenList
 from controlplane.api.rest.models import TokenObject as TokenOut
 from controlplane.api.security import Caller, TenantName, tenant_access
-from controlplane.data.repositories.tenants import TenantRecord
 from controlplane.domain.access import Role
 from controlplane.domain.errors import BadRequest, Conflict, FieldError, PermissionDenied
 from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.quantity import cpu_millis, memory_bytes
+from controlplane.domain.records import TenantRecord
 from controlplane.service import listing
 from controlplane.service import tokens as token_service
 from controlplane.service.tenants import create_tenant, delete_tenant, set_tenant_quota

@@ -1,7 +1,8 @@
-"""The outbox as the relay, the consumers and the admin commands see it.
+"""The outbox as the relay sees it: lease aggregates, read their due events, record what
+became of them (published, failed, dead-lettered) — architecture/data-layer.md, ADR 0003.
 
-Claiming follows DESIGN §3: the relay leases *aggregates* (rows of `aggregate_sequences`)
-with `FOR UPDATE SKIP LOCKED`, so one relay at a time publishes an aggregate's events, in
+Claiming: the relay leases *aggregates* (rows of `aggregate_sequences`) with
+`FOR UPDATE SKIP LOCKED`, so one relay at a time publishes an aggregate's events, in
 sequence order, while other relays take other aggregates. A writer still inside its
 transaction holds its aggregate's row lock, so that aggregate is skipped until it commits:
 nothing is ever skipped *past* — rows are chosen by state, never by a high-water mark.
@@ -14,24 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    and_,
-    bindparam,
-    case,
-    exists,
-    func,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import BigInteger, and_, bindparam, case, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.elements import ColumnElement
 
-from controlplane.data.repositories.tenants import dialect_insert
-from controlplane.data.tables import aggregate_sequences, dead_letters, inbox, outbox
+from controlplane.data.dialect import dialect_insert
+from controlplane.data.tables import aggregate_sequences, dead_letters, outbox
 from controlplane.domain.events.envelope import EventEnvelope, OutboxState, as_utc, utcnow
 
 AggregateKey = tuple[str, str]
@@ -58,12 +47,16 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class Published:
+    """A row JetStream acknowledged, at `stream_sequence` of its stream."""
+
     row_id: int
     stream_sequence: int
 
 
 @dataclass(frozen=True)
 class Failed:
+    """A row whose publish failed; tried again at `next_attempt_at`."""
+
     row_id: int
     error: str
     next_attempt_at: datetime
@@ -71,17 +64,10 @@ class Failed:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A row given up on, and why."""
+
     row: OutboxRow
     reason: str
-
-
-@dataclass(frozen=True)
-class OutboxStatus:
-    """Counts per state and the age of the oldest unpublished event (seconds, or None)."""
-
-    counts: dict[str, int]
-    oldest_unpublished_age_s: float | None
-    dead_letters_open: int
 
 
 def _envelope(row: Any) -> EventEnvelope:
@@ -97,6 +83,18 @@ def _envelope(row: Any) -> EventEnvelope:
         aggregate_id=row.aggregate_id,
         sequence=row.sequence,
         payload=row.payload,
+    )
+
+
+def outbox_row(r: Any) -> OutboxRow:
+    """An `outbox` table row (a SQLAlchemy Row) as an OutboxRow."""
+    return OutboxRow(
+        r.id,
+        _envelope(r),
+        r.attempts,
+        r.replay_count,
+        as_utc(r.next_attempt_at),
+        r.traceparent,
     )
 
 
@@ -149,13 +147,49 @@ async def _mark_published(
         )
 
 
-class OutboxStore:
-    """Relay- and admin-side access to the outbox, dead letters and inbox."""
+async def write_dead_letter(
+    conn: AsyncConnection, row: OutboxRow, reason: str, source: str, now: datetime
+) -> None:
+    """In `conn`'s transaction: mark `row` DeadLettered and upsert its `dead_letters` row.
+
+    `source` is `relay` (the failed publish counts as an attempt) or `consumer:<name>`.
+    A requeued event that dies again reopens its dead letter (`requeued_at` cleared).
+    """
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == row.id)
+        .values(
+            state=OutboxState.DEAD_LETTERED,
+            attempts=row.attempts + 1 if source == "relay" else outbox.c.attempts,
+            last_error=reason[:2000],
+        )
+    )
+    stmt = dialect_insert(conn, dead_letters).values(
+        event_id=row.envelope.event_id,
+        source=source,
+        reason=reason[:2000],
+        attempts=row.attempts + (1 if source == "relay" else 0),
+        envelope=row.envelope.to_dict(),
+        dead_at=now,
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["event_id"],
+            set_={
+                "source": source,
+                "reason": reason[:2000],
+                "dead_at": now,
+                "requeued_at": None,
+            },
+        )
+    )
+
+
+class RelayStore:
+    """The relay's access to the outbox: `claim` → `pending` → `finish`, each cycle."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-
-    # -- relay ---------------------------------------------------------------------------------
 
     async def claim(self, owner: str, lease_s: float, limit: int) -> list[AggregateKey]:
         """Lease up to `limit` aggregates that have due events, oldest event first.
@@ -249,16 +283,7 @@ class OutboxStore:
             if as_utc(r.next_attempt_at) > now:
                 blocked.add(key)
                 continue
-            result.append(
-                OutboxRow(
-                    r.id,
-                    _envelope(r),
-                    r.attempts,
-                    r.replay_count,
-                    as_utc(r.next_attempt_at),
-                    r.traceparent,
-                )
-            )
+            result.append(outbox_row(r))
         return result
 
     async def finish(
@@ -287,7 +312,7 @@ class OutboxStore:
                     )
                 )
             for d in dead:
-                await self._dead_letter(conn, d.row, d.reason, dead_letter_source, now)
+                await write_dead_letter(conn, d.row, d.reason, dead_letter_source, now)
             if keys:
                 s = aggregate_sequences
                 await conn.execute(
@@ -298,198 +323,3 @@ class OutboxStore:
                     )
                     .values(lease_owner=None, lease_until=None)
                 )
-
-    async def _dead_letter(
-        self, conn: AsyncConnection, row: OutboxRow, reason: str, source: str, now: datetime
-    ) -> None:
-        await conn.execute(
-            update(outbox)
-            .where(outbox.c.id == row.id)
-            .values(
-                state=OutboxState.DEAD_LETTERED,
-                attempts=row.attempts + 1 if source == "relay" else outbox.c.attempts,
-                last_error=reason[:2000],
-            )
-        )
-        stmt = dialect_insert(conn, dead_letters).values(
-            event_id=row.envelope.event_id,
-            source=source,
-            reason=reason[:2000],
-            attempts=row.attempts + (1 if source == "relay" else 0),
-            envelope=row.envelope.to_dict(),
-            dead_at=now,
-        )
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["event_id"],
-                set_={
-                    "source": source,
-                    "reason": reason[:2000],
-                    "dead_at": now,
-                    "requeued_at": None,
-                },
-            )
-        )
-
-    # -- consumers -----------------------------------------------------------------------------
-
-    async def row_by_event_id(self, event_id: str) -> OutboxRow | None:
-        """The outbox row of `event_id`, or None."""
-        async with self._engine.connect() as conn:
-            r = (await conn.execute(select(outbox).where(outbox.c.event_id == event_id))).first()
-        if r is None:
-            return None
-        return OutboxRow(
-            r.id,
-            _envelope(r),
-            r.attempts,
-            r.replay_count,
-            as_utc(r.next_attempt_at),
-            r.traceparent,
-        )
-
-    async def dead_letter_event(self, row: OutboxRow, reason: str, source: str) -> None:
-        """Dead-letter an event a consumer could not handle (table row; outbox state)."""
-        async with self._engine.begin() as conn:
-            await self._dead_letter(conn, row, reason, source, utcnow())
-
-    @staticmethod
-    async def record_delivery(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
-        """In the consumer's transaction: remember `event_id` in the inbox and mark the event
-        Acknowledged. Returns False if this consumer had already processed it (a duplicate)."""
-        stmt = (
-            dialect_insert(conn, inbox)
-            .values(consumer=consumer, event_id=event_id, received_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-        )
-        if (await conn.execute(stmt)).rowcount == 0:
-            return False
-        # The relay may not have recorded the publish yet (the broker acked, the relay's
-        # update is in flight): a delivered event is at least Published either way.
-        await conn.execute(
-            update(outbox)
-            .where(
-                outbox.c.event_id == event_id,
-                outbox.c.state.in_([OutboxState.OUTBOX_WRITTEN, OutboxState.PUBLISHED]),
-            )
-            .values(state=OutboxState.ACKNOWLEDGED, acknowledged_at=utcnow())
-        )
-        return True
-
-    # -- admin ---------------------------------------------------------------------------------
-
-    async def status(self) -> OutboxStatus:
-        """Counts per state, the oldest unpublished event's age, and open dead letters."""
-        async with self._engine.connect() as conn:
-            counts = {state: 0 for state in OutboxState.ALL}
-            for state, n in await conn.execute(
-                select(outbox.c.state, func.count()).group_by(outbox.c.state)
-            ):
-                counts[state] = n
-            oldest = (
-                await conn.execute(
-                    select(func.min(outbox.c.occurred_at)).where(
-                        outbox.c.state == OutboxState.OUTBOX_WRITTEN
-                    )
-                )
-            ).scalar()
-            open_dead = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(dead_letters)
-                    .where(dead_letters.c.requeued_at.is_(None))
-                )
-            ).scalar_one()
-        age = (utcnow() - as_utc(oldest)).total_seconds() if oldest else None
-        return OutboxStatus(counts, age, int(open_dead))
-
-    async def replay(
-        self,
-        *,
-        from_id: str | None = None,
-        since: datetime | None = None,
-        aggregate: str | None = None,
-    ) -> int:
-        """Send already published events again; they keep their `event_id`.
-
-        Exactly one selector: `from_id` (that event and every later one, by outbox order),
-        `since` (events that occurred at or after the time), or `aggregate` (`TYPE/ID` or an
-        aggregate id of any type). Returns how many events were queued. Raises ValueError for
-        a bad selector or an unknown event id.
-        """
-        chosen = [x for x in (from_id, since, aggregate) if x is not None]
-        if len(chosen) != 1:
-            raise ValueError("give exactly one of --from-id, --since, --aggregate")
-        cond: ColumnElement[bool] = outbox.c.state.in_(
-            [OutboxState.PUBLISHED, OutboxState.ACKNOWLEDGED]
-        )
-        async with self._engine.begin() as conn:
-            if from_id is not None:
-                start = (
-                    await conn.execute(select(outbox.c.id).where(outbox.c.event_id == from_id))
-                ).scalar()
-                if start is None:
-                    raise ValueError(f"no event with id {from_id!r} in the outbox")
-                cond = and_(cond, outbox.c.id >= start)
-            elif since is not None:
-                cond = and_(cond, outbox.c.occurred_at >= since)
-            else:
-                assert aggregate is not None
-                kind, _, ident = aggregate.rpartition("/")
-                cond = and_(cond, outbox.c.aggregate_id == ident)
-                if kind:
-                    cond = and_(cond, outbox.c.aggregate_type == kind)
-            result = await conn.execute(
-                update(outbox)
-                .where(cond)
-                .values(
-                    state=OutboxState.OUTBOX_WRITTEN,
-                    replay_count=outbox.c.replay_count + 1,
-                    attempts=0,
-                    next_attempt_at=utcnow(),
-                    last_error=None,
-                )
-            )
-        return int(result.rowcount)
-
-    async def dead_letters(self, *, include_requeued: bool = False) -> list[dict[str, Any]]:
-        """Dead letters, oldest first: event id, source, reason, attempts, times, envelope."""
-        query = select(dead_letters).order_by(dead_letters.c.id)
-        if not include_requeued:
-            query = query.where(dead_letters.c.requeued_at.is_(None))
-        async with self._engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
-
-    async def requeue(self, event_id: str | None = None) -> int:
-        """Put dead-lettered events back in the outbox (one by id, or all when None).
-
-        They keep their `event_id`; `replay_count` grows so JetStream does not drop them as
-        duplicates. Returns how many were requeued; raises ValueError for an unknown id.
-        """
-        now = utcnow()
-        async with self._engine.begin() as conn:
-            query = select(dead_letters.c.event_id).where(dead_letters.c.requeued_at.is_(None))
-            if event_id is not None:
-                query = query.where(dead_letters.c.event_id == event_id)
-            ids = list((await conn.execute(query)).scalars())
-            if event_id is not None and not ids:
-                raise ValueError(f"no open dead letter for event {event_id!r}")
-            if not ids:
-                return 0
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.event_id.in_(ids))
-                .values(
-                    state=OutboxState.OUTBOX_WRITTEN,
-                    replay_count=outbox.c.replay_count + 1,
-                    attempts=0,
-                    next_attempt_at=now,
-                    last_error=None,
-                )
-            )
-            # A consumer that dead-lettered the event may have an inbox row from a partial
-            # attempt only if it committed; it did not (it failed), so nothing to clear.
-            await conn.execute(
-                update(dead_letters).where(dead_letters.c.event_id.in_(ids)).values(requeued_at=now)
-            )
-        return len(ids)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.repositories.labels import label_condition
 from controlplane.data.tables import agent_transitions, agents
@@ -128,6 +128,13 @@ class AgentRepository:
         """Every agent's id → resourceVersion (what pollers compare to find changes)."""
         rows = await self._conn.execute(select(agents.c.id, agents.c.resource_version))
         return {agent_id: int(version) for agent_id, version in rows}
+
+    async def count_by_phase(self) -> dict[Phase, int]:
+        """How many agents are in each phase; a phase no agent is in is absent."""
+        rows = await self._conn.execute(
+            select(agents.c.phase, func.count()).group_by(agents.c.phase)
+        )
+        return {Phase(phase): int(n) for phase, n in rows}
 
     async def sandbox_ids(self) -> set[str]:
         """Every sandbox id an agent records (the owned set of the leak sweep)."""
@@ -370,3 +377,14 @@ def _stale(record: AgentRecord) -> Conflict:
         f"agent {record.name!r} was modified concurrently "
         f"(resourceVersion {record.resource_version} is stale)"
     )
+
+
+def phase_counter(engine: AsyncEngine) -> Callable[[], Awaitable[dict[Phase, int]]]:
+    """`AgentRepository.count_by_phase`, each call on a connection of its own: the port
+    the inventory gauges read (controlplane/observability/inventory.py)."""
+
+    async def count_by_phase() -> dict[Phase, int]:
+        async with engine.connect() as conn:
+            return await AgentRepository(conn).count_by_phase()
+
+    return count_by_phase

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controlplane.data.repositories.tenants import dialect_insert
+from controlplane.data.dialect import dialect_insert
 from controlplane.data.tables import idempotency_keys
 
 COMPLETED = "Completed"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,26 +10,9 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.tables import api_tokens
-from controlplane.domain.access import Principal, Role
+from controlplane.domain.access import Role
 from controlplane.domain.events.envelope import as_utc
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """A token as listed: never the secret, nor its hash."""
-
-    id: str
-    principal: str
-    tenant: str | None
-    role: Role | None
-    platform_admin: bool
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-    def as_principal(self) -> Principal:
-        return Principal(self.principal, self.tenant, self.role, self.platform_admin, self.id)
+from controlplane.domain.records import TokenRecord
 
 
 def _record(r: Any) -> TokenRecord:
