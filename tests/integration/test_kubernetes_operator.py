@@ -4,7 +4,8 @@ the controller (under its own) running them as Pods bound by the Agent OS schedu
 
 KWOK plays the kubelet: Pods bound to its fake nodes become Running and Ready. No
 kube-controller-manager runs, so the fixtures do its part (a namespace's `default`
-ServiceAccount, lifting the not-ready taint of a new node).
+ServiceAccount, lifting the not-ready taint of a new node, deleting a namespace and what is
+in it). Each test deletes the namespaces, nodes and Lease it made.
 """
 
 from __future__ import annotations
