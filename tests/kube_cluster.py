@@ -145,6 +145,66 @@ def tenant_namespace(prefix: str = "tenant") -> str:
     return name
 
 
+def namespaced_kinds() -> str:
+    """Every namespaced resource type the apiserver can list and delete, comma-joined (for
+    `kubectl get/delete KINDS`): what kube-controller-manager's namespace controller walks."""
+    listed = kubectl("api-resources", "--namespaced=true", "--verbs=list,delete", "-o", "name")
+    return ",".join(listed.stdout.split())
+
+
+def remove_finalizers(namespace: str, kinds: str = "agents.agentos.io") -> None:
+    """Drop the finalizers of every object of `kinds` in `namespace` (one merge patch each,
+    in one kubectl call), e.g. agentos.io/finalizer on Agents once no operator is left to
+    remove it; their deletion then goes through."""
+    listed = kubectl("get", kinds, "-n", namespace, "-o", "json", check=False)
+    if listed.returncode != 0:  # the kind (the CRD) is not installed, or the namespace gone
+        return
+    held = [i for i in json.loads(listed.stdout)["items"] if i["metadata"].get("finalizers")]
+    if held:
+        kubectl(
+            "patch", "-f", "-", "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": held}),
+            check=False,  # one deleted meanwhile is NotFound; the caller looks again
+        )  # fmt: skip
+
+
+def delete_namespace(name: str, timeout_s: float = 120) -> None:
+    """Delete namespace `name` and everything in it, and wait until it is gone.
+
+    No kube-controller-manager runs on the test apiserver, so this does what its namespace
+    controller would: mark the namespace Terminating (no object can be created in it from
+    then on), delete every object in it (finalizers removed first: stop the operator
+    before, or it races to keep them), then remove the namespace's own `kubernetes`
+    finalizer through the `finalize` subresource. A namespace that does not exist is fine.
+    """
+    if kubectl("get", "namespace", name, check=False).returncode != 0:
+        return
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    kinds = namespaced_kinds()
+
+    def emptied() -> bool:
+        remove_finalizers(name, kinds)
+        kubectl(
+            "delete", kinds, "--all", "-n", name, "--ignore-not-found", "--wait=false",
+            "--grace-period=0", "--force", check=False, timeout_s=300,
+        )  # fmt: skip
+        left = kubectl("get", kinds, "-n", name, "-o", "name", check=False)
+        return left.returncode == 0 and not left.stdout.strip()
+
+    wait_until(emptied, timeout_s, f"namespace {name} emptied")
+    namespace = kubectl_json("get", "namespace", name)
+    namespace["spec"]["finalizers"] = []
+    kubectl(
+        "replace", "--raw", f"/api/v1/namespaces/{name}/finalize", "-f", "-",
+        stdin=json.dumps(namespace),
+    )  # fmt: skip
+
+    def gone() -> bool:
+        return kubectl("get", "namespace", name, check=False).returncode != 0
+
+    wait_until(gone, 30, f"namespace {name} deleted")
+
+
 @dataclass(frozen=True)
 class NodeShape:
     cpu: str

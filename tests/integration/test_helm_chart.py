@@ -16,7 +16,8 @@ by promtool instead, and the ServiceMonitor's selector against the rendered Serv
 helm, kubectl and promtool come from `make services` (hack/build-k8s-tools.sh, Debian's
 prometheus); missing, these tests fail, they never skip. Namespaced objects go to the
 namespace `agentos-chart-test`, created for real once (a server-side dry run needs it); the
-only objects stored are it and the two placeholder Secrets of the README's commands.
+only objects stored are it and the two placeholder Secrets of the README's commands, and
+the namespace is deleted with them at the end of the module.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests import kube_cluster as kc
 from tests.conftest import service_setting
 
 pytestmark = pytest.mark.kube
@@ -145,7 +148,8 @@ def workloads(objs: list[Object]) -> dict[str, Object]:
 
 
 def pod_spec(workload: Object) -> Object:
-    return workload["spec"]["template"]["spec"]
+    spec: Object = workload["spec"]["template"]["spec"]
+    return spec
 
 
 def env_of(container: Object) -> dict[str, Object]:
@@ -168,20 +172,22 @@ def production_objects() -> list[Object]:
 
 @pytest.fixture(scope="module", params=["default", "production"])
 def rendered(request: pytest.FixtureRequest) -> list[Object]:
-    return request.getfixturevalue(f"{request.param}_objects")
+    objs: list[Object] = request.getfixturevalue(f"{request.param}_objects")
+    return objs
 
 
 @pytest.fixture(scope="module")
-def namespace() -> str:
-    """The test namespace, created for real (never deleted: with no controller-manager a
-    deleted namespace stays Terminating)."""
+def namespace() -> Iterator[str]:
+    """The test namespace, created for real; deleted with what is in it at the end (no
+    controller-manager runs, so kube_cluster.delete_namespace finalizes it)."""
     server = service_setting("AGENTOS_KUBE_APISERVER", SERVICE)
     shown = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
     # Never apply anything to some other cluster a stray KUBECONFIG points at.
     assert shown.stdout.rstrip("/") == server.rstrip("/"), (shown.stdout, shown.stderr)
     created = kubectl("create", "namespace", NAMESPACE)
     assert created.returncode == 0 or "AlreadyExists" in created.stderr, created.stderr
-    return NAMESPACE
+    yield NAMESPACE
+    kc.delete_namespace(NAMESPACE)
 
 
 # --- the chart's copies of deploy/ ----------------------------------------------------------

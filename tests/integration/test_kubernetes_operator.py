@@ -4,7 +4,8 @@ the controller (under its own) running them as Pods bound by the Agent OS schedu
 
 KWOK plays the kubelet: Pods bound to its fake nodes become Running and Ready. No
 kube-controller-manager runs, so the fixtures do its part (a namespace's `default`
-ServiceAccount, lifting the not-ready taint of a new node).
+ServiceAccount, lifting the not-ready taint of a new node, deleting a namespace and what is
+in it). Each test deletes the namespaces, nodes and Lease it made.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def accounts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def tenant() -> str:
-    return kc.tenant_namespace("t")
+def tenant(stack: Stack) -> str:
+    return stack.namespace("t")
 
 
 @pytest.fixture
@@ -73,14 +74,23 @@ async def db(pg_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 class Stack:
-    """The controller and operator processes of one test, stopped at the end."""
+    """The controller and operator processes of one test and its tenant namespaces; at the
+    end the processes are stopped, then the namespaces deleted with everything in them
+    (the Agents' finalizers, which no operator will remove any more, first)."""
 
     def __init__(self, pg_url: str, accounts: dict[str, Path], logs: Path) -> None:
         self.pg_url = pg_url
         self.accounts = accounts
         self.logs = logs
         self.processes: list[kc.AgentOS] = []
+        self.namespaces: list[str] = []
         self.instance = kc.new_instance()
+
+    def namespace(self, prefix: str) -> str:
+        """A new tenant namespace (kube_cluster.tenant_namespace), deleted by `stop`."""
+        name = kc.tenant_namespace(prefix)
+        self.namespaces.append(name)
+        return name
 
     def controller(self) -> kc.AgentOS:
         proc = kc.controller_process(
@@ -107,6 +117,9 @@ class Stack:
         for proc in self.processes:
             proc.stop()
         kc.remove_instance_pods(self.instance)
+        kc.release_lease()
+        for name in self.namespaces:
+            kc.delete_namespace(name)
 
 
 @pytest.fixture
@@ -299,7 +312,7 @@ async def test_hundred_nodes_and_thousand_agents_overcommit_no_node_and_quotas_h
     try:
         names = kc.fake_nodes(prefix, shapes)
         capacity = {n: s for n, s in zip(names, shapes, strict=True)}
-        tenants = [kc.tenant_namespace("q") for _ in range(4)]
+        tenants = [stack.namespace("q") for _ in range(4)]
         quotas = {tenants[0]: 50, tenants[1]: 120}  # agents; the others unlimited
         registry = load_builtin_schemas()
         for name, agents in quotas.items():

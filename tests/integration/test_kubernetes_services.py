@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from harness.waiting import wait_until
+from tests import kube_cluster as kc
 from tests.conftest import service_setting
 
 pytestmark = pytest.mark.kube
@@ -301,3 +302,25 @@ def test_rbac_is_enforced_for_service_account_tokens(api: client.ApiClient, suff
         ignore_not_found(lambda: rbac.delete_namespaced_role_binding(role_name, NAMESPACE))
         ignore_not_found(lambda: rbac.delete_namespaced_role(role_name, NAMESPACE))
         ignore_not_found(lambda: core.delete_namespaced_service_account(sa_name, NAMESPACE))
+
+
+def test_a_namespace_is_deleted_with_its_objects_even_those_held_by_a_finalizer() -> None:
+    """No controller-manager runs, so kube_cluster.delete_namespace does its namespace
+    controller's work (the teardown of every test that makes a namespace relies on it)."""
+    name = kc.tenant_namespace("ns-delete")
+    try:
+        kc.apply_objects(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": f"held-{i}",
+                    "namespace": name,
+                    "finalizers": ["agentos.io/finalizer"],
+                },
+            }
+            for i in range(3)
+        )
+    finally:
+        kc.delete_namespace(name, timeout_s=60)
+    assert kc.kubectl("get", "namespace", name, check=False).returncode != 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from lightkube import AsyncClient, KubeConfig
@@ -27,8 +27,15 @@ async def client() -> AsyncIterator[AsyncClient]:
     await api.close()
 
 
-def candidates(client: AsyncClient, n: int, lease_s: int = 3) -> list[LeaderElector]:
+@pytest.fixture
+def lease() -> Iterator[str]:
+    """The name of this test's own Lease, deleted at the end."""
     name = f"lease-{uuid.uuid4().hex[:8]}"
+    yield name
+    kc.kubectl("delete", "lease", name, "-n", kc.SYSTEM_NAMESPACE, "--ignore-not-found")
+
+
+def candidates(client: AsyncClient, name: str, n: int, lease_s: int = 3) -> list[LeaderElector]:
     return [
         LeaderElector(
             client,
@@ -45,8 +52,8 @@ def candidates(client: AsyncClient, n: int, lease_s: int = 3) -> list[LeaderElec
     ]
 
 
-async def test_of_racing_candidates_exactly_one_leads(client: AsyncClient) -> None:
-    electors = candidates(client, 4)
+async def test_of_racing_candidates_exactly_one_leads(client: AsyncClient, lease: str) -> None:
+    electors = candidates(client, lease, 4)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(e.acquire(stop)) for e in electors]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -59,8 +66,10 @@ async def test_of_racing_candidates_exactly_one_leads(client: AsyncClient) -> No
     await asyncio.gather(*tasks)
 
 
-async def test_standby_takes_over_after_the_lease_expires_not_before(client: AsyncClient) -> None:
-    leader, standby = candidates(client, 2, lease_s=3)
+async def test_standby_takes_over_after_the_lease_expires_not_before(
+    client: AsyncClient, lease: str
+) -> None:
+    leader, standby = candidates(client, lease, 2, lease_s=3)
     stop = asyncio.Event()
     assert await leader.acquire(stop)
     abandoned = time.monotonic()  # the leader never renews from here on (a crash)
@@ -72,8 +81,8 @@ async def test_standby_takes_over_after_the_lease_expires_not_before(client: Asy
     assert held.spec.leaseTransitions == 1
 
 
-async def test_a_released_lease_is_taken_at_once(client: AsyncClient) -> None:
-    leader, standby = candidates(client, 2, lease_s=30)
+async def test_a_released_lease_is_taken_at_once(client: AsyncClient, lease: str) -> None:
+    leader, standby = candidates(client, lease, 2, lease_s=30)
     stop = asyncio.Event()
     assert await leader.acquire(stop)
     await leader.release()
@@ -81,8 +90,8 @@ async def test_a_released_lease_is_taken_at_once(client: AsyncClient) -> None:
     assert await asyncio.wait_for(standby.acquire(stop), 5), "standby did not take a free Lease"
 
 
-async def test_a_leader_that_cannot_renew_stops_leading(client: AsyncClient) -> None:
-    (leader,) = candidates(client, 1, lease_s=3)
+async def test_a_leader_that_cannot_renew_stops_leading(client: AsyncClient, lease: str) -> None:
+    (leader,) = candidates(client, lease, 1, lease_s=3)
     stop = asyncio.Event()
     assert await leader.acquire(stop)
     kc.kubectl(

@@ -131,5 +131,6 @@ def restart_decision(
 
 def restart_backoff_s(restart_count: int, base_s: float = 1.0, max_s: float = 300.0) -> float:
     """Delay before restart number `restart_count + 1`: base·2^count, capped (CrashLoopBackOff
-    style, Kubernetes kubelet: 10 s doubling to 5 min; our base is configurable)."""
-    return float(min(max_s, base_s * (2**restart_count)))
+    style, Kubernetes kubelet: 10 s doubling to 5 min; our base is configurable). The
+    exponent is bounded so a large count stays at the cap instead of overflowing."""
+    return float(min(max_s, base_s * (2.0 ** min(restart_count, 64))))
