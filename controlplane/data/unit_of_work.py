@@ -17,6 +17,7 @@ from controlplane.data.repositories.agents import AgentRepository
 from controlplane.data.repositories.audit import AuditRepository
 from controlplane.data.repositories.events import EventRepository
 from controlplane.data.repositories.idempotency import IdempotencyRepository
+from controlplane.data.repositories.runs import RunRepository
 from controlplane.data.repositories.tenants import TenantRepository
 from controlplane.data.repositories.tokens import TokenRepository
 from controlplane.domain.events.registry import SchemaRegistry
@@ -36,6 +37,7 @@ class UnitOfWork:
     outbox: OutboxWriter
     audit: AuditRepository
     events: EventRepository
+    runs: RunRepository
     tokens: TokenRepository
     idempotency: IdempotencyRepository
     connection: AsyncConnection
@@ -56,6 +58,7 @@ class UnitOfWork:
         self.outbox = OutboxWriter(self.connection, self._registry)
         self.audit = AuditRepository(self.connection, self.principal)
         self.events = EventRepository(self.connection)
+        self.runs = RunRepository(self.connection)
         # A span per unit: the service's span and the outbox rows' traceparent sit below it.
         self._span = tracing.tracer().start_as_current_span(
             "uow", attributes={"principal": self.principal}
