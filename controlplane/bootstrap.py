@@ -13,16 +13,20 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.config import Settings
 from controlplane.controllers.agents.controller import Controller, ControllerConfig
+from controlplane.controllers.runs.reconciler import RunController, RunControllerConfig
 from controlplane.data.engine import create_engine
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.registry import SchemaRegistry, load_builtin_schemas
 from controlplane.domain.scheduling.admission import Node
+from controlplane.gateway.app import Gateway, create_gateway_app
 from controlplane.messaging.relay import Relay, RelayConfig
+from controlplane.messaging.run_queues import RunQueues
 from controlplane.runtimes.base import Runtime
 from controlplane.runtimes.capabilities import capabilities
 from controlplane.runtimes.instrumented import instrument
@@ -114,7 +118,28 @@ class Container:
             nodes=[Node(s.node_name, s.node_cpu_millis, s.node_memory_bytes, s.node_max_agents)],
             restart_backoff_base_s=s.restart_backoff_base_s,
             node_source=node_source,
+            gateway_url=self.gateway_url(),
         )
+
+    def gateway_url(self) -> str:
+        """The agent gateway as sandboxes reach it (AGENTOS_GATEWAY_URL)."""
+        s = self.settings
+        return s.gateway_url or f"http://127.0.0.1:{s.gateway_port}"
+
+    def run_queues(self, nc: NATS) -> RunQueues:
+        """The per-agent run queues on `nc` (architecture/runs.md)."""
+        return RunQueues(nc, ack_wait_s=self.settings.run_ack_wait_s)
+
+    def build_run_controller(
+        self, queues: RunQueues, config: RunControllerConfig | None = None
+    ) -> RunController:
+        """The run controller: dispatch, timeouts, lost deliveries, consumers."""
+        config = config or RunControllerConfig(stale_after_s=self.settings.run_ack_wait_s)
+        return RunController(self.uow, queues, config)
+
+    def build_gateway(self, queues: RunQueues) -> FastAPI:
+        """The agent gateway's ASGI application."""
+        return create_gateway_app(Gateway(self.uow, queues))
 
     def build_controller(self, config: ControllerConfig | None = None) -> Controller:
         """The agent controller on this container's engine and runtimes (`config` defaults

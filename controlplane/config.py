@@ -81,11 +81,29 @@ class Settings(BaseSettings):
         default=8090, ge=0, le=65535, description="gRPC AgentService port; 0: no gRPC server."
     )
     components: str = Field(
-        default="api,controller,relay",
-        pattern=r"^(api|controller|relay)(,(api|controller|relay))*$",
+        default="api,controller,relay,gateway",
+        pattern=r"^(api|controller|relay|gateway)(,(api|controller|relay|gateway))*$",
         description="What `agentos serve` runs, comma-separated: `api` (REST, gRPC), "
-        "`controller` (one per database: the reconcile loop and scheduler), `relay` (outbox "
-        "to NATS; several may run). On Kubernetes each is its own Deployment.",
+        "`controller` (one per database: the agents' and the runs' reconcile loops and the "
+        "scheduler), `relay` (outbox to NATS; several may run), `gateway` (the sandboxes' "
+        "door: the SDK's run protocol). On Kubernetes each is its own Deployment.",
+    )
+    gateway_port: int = Field(
+        default=8091, ge=1, le=65535, description="The agent gateway's port (component gateway)."
+    )
+    gateway_host: str = Field(
+        default="127.0.0.1", description="The address the agent gateway listens on."
+    )
+    gateway_url: str | None = Field(
+        default=None,
+        description="The gateway as sandboxes reach it (AGENTOS_GATEWAY_URL in each sandbox); "
+        "unset: http://127.0.0.1:<gateway_port>, for sandboxes on the host's network.",
+    )
+    run_ack_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a run's delivery stays with a sandbox without a heartbeat before "
+        "it is delivered again.",
     )
     # Kubernetes operator (`agentos operator`).
     operator_namespace: str = Field(

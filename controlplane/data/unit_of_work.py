@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from controlplane.data.outbox.writer import OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository
 from controlplane.data.repositories.audit import AuditRepository
+from controlplane.data.repositories.credentials import AgentCredentialRepository
 from controlplane.data.repositories.events import EventRepository
 from controlplane.data.repositories.idempotency import IdempotencyRepository
+from controlplane.data.repositories.run_deliveries import RunDeliveryRepository
 from controlplane.data.repositories.runs import RunRepository
 from controlplane.data.repositories.tenants import TenantRepository
 from controlplane.data.repositories.tokens import TokenRepository
@@ -38,6 +40,8 @@ class UnitOfWork:
     audit: AuditRepository
     events: EventRepository
     runs: RunRepository
+    credentials: AgentCredentialRepository
+    deliveries: RunDeliveryRepository
     tokens: TokenRepository
     idempotency: IdempotencyRepository
     connection: AsyncConnection
@@ -59,6 +63,8 @@ class UnitOfWork:
         self.audit = AuditRepository(self.connection, self.principal)
         self.events = EventRepository(self.connection)
         self.runs = RunRepository(self.connection)
+        self.credentials = AgentCredentialRepository(self.connection)
+        self.deliveries = RunDeliveryRepository(self.connection)
         # A span per unit: the service's span and the outbox rows' traceparent sit below it.
         self._span = tracing.tracer().start_as_current_span(
             "uow", attributes={"principal": self.principal}

@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import grpc
 import uvicorn
+from nats.aio.client import Client as NATS
 
 from controlplane.bootstrap import Container, stop_on_signals
 from controlplane.config import Settings, component_set
 from controlplane.data import migrate
 from controlplane.data.repositories.agents import phase_counter
 from controlplane.messaging.embedded import EmbeddedNats
+from controlplane.messaging.streams import connect
 from controlplane.observability.inventory import run_inventory
 from controlplane.observability.logging import configure_logging
 from controlplane.observability.tracing import configure_tracing
@@ -47,7 +49,8 @@ def main(settings: Settings, host: str | None = None, port: int | None = None) -
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
     embedded: EmbeddedNats | None = None
-    if not settings.nats_url and settings.embedded_nats and "relay" in component_set(settings):
+    needs_nats = component_set(settings) & {"relay", "controller", "gateway"}
+    if not settings.nats_url and settings.embedded_nats and needs_nats:
         embedded = EmbeddedNats(settings.state_dir)
         settings = settings.model_copy(update={"nats_url": await embedded.start()})
     try:
@@ -86,16 +89,49 @@ async def _run_components(settings: Settings, host: str, port: int) -> None:
                 "outbox (no relay)",
                 file=sys.stderr,
             )
+    nc, gateway = await _start_runs(container, components, stop, tasks)
     await stop.wait()
-    if server is not None:
-        server.should_exit = True
+    for running in (server, gateway):
+        if running is not None:
+            running.should_exit = True
     if grpc_server is not None:
         await grpc_server.stop(grace=5)
     await asyncio.gather(*tasks, return_exceptions=True)
+    if nc is not None:
+        await nc.drain()
     if controller is not None:
         for runtime in controller.distinct_runtimes():
             await runtime.close()
     await container.close()
+
+
+async def _start_runs(
+    container: Container, components: set[str], stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+) -> tuple[NATS | None, uvicorn.Server | None]:
+    """The run queues' NATS connection, the run controller (with the controller) and the
+    agent gateway's server on AGENTOS_GATEWAY_PORT (with the gateway); (None, None) when
+    neither runs or there is no NATS."""
+    settings = container.settings
+    if not components & {"controller", "gateway"} or not settings.nats_url:
+        return None, None
+    nc = await connect(settings.nats_url, name="agentos-runs")
+    queues = container.run_queues(nc)
+    await queues.setup()
+    if "controller" in components:
+        tasks.append(asyncio.create_task(container.build_run_controller(queues).run(stop)))
+    gateway = None
+    if "gateway" in components:
+        gateway = _ServerWithoutSignals(
+            uvicorn.Config(
+                container.build_gateway(queues),
+                host=settings.gateway_host,
+                port=settings.gateway_port,
+                log_config=None,
+                access_log=False,
+            )
+        )
+        tasks.append(asyncio.create_task(gateway.serve()))
+    return nc, gateway
 
 
 async def _start_api(

@@ -51,6 +51,7 @@ from controlplane.messaging import metrics
 from controlplane.messaging.streams import (
     EVENTS_STREAM,
     ensure_streams,
+    event_stream,
     event_subject,
     publish,
     publish_dead_letter,
@@ -196,7 +197,7 @@ class Relay:
                 msg_id=row.msg_id,
                 headers=headers,
                 timeout_s=self.config.publish_timeout_s,
-                stream=EVENTS_STREAM,
+                stream=event_stream(row.envelope),
             )
         except TimeoutError:
             metrics.PUBLISH_FAILURES.labels("timeout").inc()

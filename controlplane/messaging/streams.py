@@ -15,21 +15,39 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from controlplane.domain.events.envelope import EventEnvelope
 
 EVENTS_STREAM = "AGENTOS_EVENTS"
 DLQ_STREAM = "AGENTOS_DLQ"
+RUNS_STREAM = "AGENTOS_RUNS"
 EVENTS_SUBJECT_PREFIX = "agentos.events"
 DLQ_SUBJECT_PREFIX = "agentos.dlq"
+RUNS_SUBJECT_PREFIX = "agentos.runs"
+# The outbox event that is a run's queue message, not an event (architecture/runs.md).
+RUN_DISPATCH = "run.dispatch"
 DUPLICATE_WINDOW_S = 120.0
 
 
+def run_subject(tenant: str, agent_id: str) -> str:
+    """`agentos.runs.<tenant>.<agent uid>`: the queue of one agent's runs."""
+    return f"{RUNS_SUBJECT_PREFIX}.{tenant}.{agent_id}"
+
+
 def event_subject(envelope: EventEnvelope, prefix: str = EVENTS_SUBJECT_PREFIX) -> str:
-    """`agentos.events.<tenant>.<aggregate_type>.<event_type>` for `envelope`."""
+    """Where the relay publishes `envelope`: a run's dispatch message on its agent's queue
+    (`run_subject`), every other event on `<prefix>.<tenant>.<aggregate_type>.<event_type>`."""
+    if envelope.event_type == RUN_DISPATCH and prefix == EVENTS_SUBJECT_PREFIX:
+        assert envelope.agent_id is not None, "a run.dispatch names its agent"
+        return run_subject(envelope.tenant_id, envelope.agent_id)
     return f"{prefix}.{envelope.tenant_id}.{envelope.aggregate_type}.{envelope.event_type}"
+
+
+def event_stream(envelope: EventEnvelope) -> str:
+    """The stream `event_subject(envelope)` belongs to."""
+    return RUNS_STREAM if envelope.event_type == RUN_DISPATCH else EVENTS_STREAM
 
 
 def stream_configs(duplicate_window_s: float = DUPLICATE_WINDOW_S) -> list[StreamConfig]:
@@ -40,6 +58,15 @@ def stream_configs(duplicate_window_s: float = DUPLICATE_WINDOW_S) -> list[Strea
             subjects=[f"{EVENTS_SUBJECT_PREFIX}.>"],
             duplicate_window=duplicate_window_s,
             max_age=7 * 24 * 3600.0,
+        ),
+        # Work-queue retention: a run's message is gone once its agent's consumer acks it;
+        # each agent's consumer filters its own subject, so no two consumers overlap.
+        StreamConfig(
+            name=RUNS_STREAM,
+            subjects=[f"{RUNS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=duplicate_window_s,
+            max_age=30 * 24 * 3600.0,
         ),
         StreamConfig(
             name=DLQ_STREAM,

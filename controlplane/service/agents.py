@@ -499,6 +499,7 @@ async def finalize_deletion(uow: UnitOfWork, record: AgentRecord) -> None:
         tenant=record.tenant,
         event_id=event.event_id,
     )
+    await uow.credentials.revoke_agent(record.id)
     await uow.agents.remove(record)
     await uow.commit()
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.data import migrate
 from controlplane.data.engine import create_engine
-from controlplane.messaging.streams import DLQ_STREAM, EVENTS_STREAM
+from controlplane.messaging.streams import DLQ_STREAM, EVENTS_STREAM, RUNS_STREAM
 from harness.nats import PrivateNats, ServiceMissing
 from harness.postgres import create_database, drop_database
 from tests.conftest import service_setting
@@ -46,7 +46,7 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
     """A NATS connection to the shared server with the Agent OS streams deleted first."""
     client = await nats.connect(nats_url)
     js = client.jetstream()
-    for stream in (EVENTS_STREAM, DLQ_STREAM):
+    for stream in (EVENTS_STREAM, DLQ_STREAM, RUNS_STREAM):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
     try:

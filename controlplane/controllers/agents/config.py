@@ -28,3 +28,6 @@ class ControllerConfig:
     # Where the nodes come from when they are not fixed (the Kubernetes runtime's Nodes);
     # called once per scheduling pass.
     node_source: Callable[[], Awaitable[list[Node]]] | None = None
+    # The agent gateway as sandboxes reach it: each new sandbox gets AGENTOS_GATEWAY_URL and
+    # a credential of its own (AGENTOS_AGENT_TOKEN). None: sandboxes get neither.
+    gateway_url: str | None = None

@@ -30,7 +30,7 @@ from controlplane.domain.agents.lifecycle import Phase, RestartPolicy, restart_d
 from controlplane.domain.events.envelope import parse_rfc3339, rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
 from controlplane.observability import metrics as obs
-from controlplane.runtimes.base import Runtime, SandboxError, SandboxState
+from controlplane.runtimes.base import Runtime, SandboxError, SandboxSpec, SandboxState
 from controlplane.service import agents as svc
 
 log = structlog.get_logger("agentos.controller")
@@ -116,6 +116,18 @@ class AgentReconciler:
         log.info("agent failed", agent=record.name, tenant=record.tenant, reason=reason)
         return 0
 
+    async def _sandbox_spec(self, record: AgentRecord, sandbox_id: str) -> SandboxSpec:
+        """The sandbox's spec, with the gateway's address and a credential of its own."""
+        spec = sandbox_spec(record, sandbox_id)
+        if self.config.gateway_url:
+            token = await self._store.issue_credential(record, sandbox_id)
+            spec.env.update(
+                AGENTOS_GATEWAY_URL=self.config.gateway_url,
+                AGENTOS_AGENT_TOKEN=token,
+                AGENTOS_RUN_CONCURRENCY=str(record.spec.runs.concurrency),
+            )
+        return spec
+
     # -- phases --------------------------------------------------------------------------------
 
     async def _created(self, record: AgentRecord) -> float | None:
@@ -154,7 +166,7 @@ class AgentReconciler:
             runtime = runtime_for(self.runtimes, record)
             state = await runtime.status(sandbox_id)
             if state.state is SandboxState.MISSING:
-                await runtime.create(sandbox_spec(record, sandbox_id))
+                await runtime.create(await self._sandbox_spec(record, sandbox_id))
                 state = await runtime.start(sandbox_id)
             elif state.state is SandboxState.CREATED:
                 state = await runtime.start(sandbox_id)

@@ -14,6 +14,7 @@ from controlplane.domain.errors import Conflict
 from controlplane.domain.events.registry import SchemaRegistry
 from controlplane.domain.records import AgentRecord
 from controlplane.service import agents as svc
+from controlplane.service import run_execution
 
 
 class AgentStore:
@@ -43,6 +44,11 @@ class AgentStore:
     async def unpublished(self, agent_id: str) -> int:
         """How many of the agent's events are not yet Published."""
         return await self._unpublished.submit(agent_id)
+
+    async def issue_credential(self, record: AgentRecord, sandbox_id: str) -> str:
+        """A new sandbox credential for the agent's sandbox (service.run_execution)."""
+        async with self.uow() as uow:
+            return await run_execution.issue_credential(uow, record, sandbox_id)
 
     async def close(self) -> None:
         """Cancel the batches in flight."""

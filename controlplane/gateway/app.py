@@ -1,0 +1,190 @@
+"""The gateway's HTTP application: the run protocol of architecture/gateway-protocol.md
+under `/gateway/v1`, answering errors as RFC 9457 problem+json from the one catalogue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controlplane.api.errors import (
+    agentos_error_handler,
+    http_error_handler,
+    request_validation_handler,
+    unexpected_error_handler,
+)
+from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.agents.lifecycle import IllegalTransition
+from controlplane.domain.agents.model import RunsSpec
+from controlplane.domain.errors import AgentOSError, BadRequest, Unauthenticated
+from controlplane.domain.runs.model import ErrorInfo
+from controlplane.gateway.auth import CredentialCache
+from controlplane.gateway.views import claim_view
+from controlplane.messaging.run_queues import RunQueues
+from controlplane.service import run_execution as runs
+from controlplane.service.run_execution import AgentIdentity, Settle
+
+MAX_WAIT_S = 30.0
+
+
+class Gateway:
+    """What the routes share: the UnitOfWork factory, the run queues, the credential cache."""
+
+    def __init__(
+        self, uow: Callable[[], UnitOfWork], queues: RunQueues, *, auth_ttl_s: float = 2.0
+    ) -> None:
+        self.uow = uow
+        self.queues = queues
+        self.credentials = CredentialCache(uow, auth_ttl_s)
+
+    async def runs_spec(self, who: AgentIdentity) -> RunsSpec:
+        async with self.uow() as uow:
+            agent = await uow.agents.find(who.tenant, who.agent)
+        if agent is None or agent.id != who.agent_id:
+            raise Unauthenticated("the agent of this credential is gone")
+        return agent.spec.runs
+
+    async def settle(self, settle: Settle) -> None:
+        """Send `settle` to the delivery's ack subject."""
+        if settle.reply is None:
+            return
+        if settle.action == "ack":
+            await self.queues.ack(settle.reply)
+        elif settle.action == "nak":
+            await self.queues.nak(settle.reply, settle.delay_s)
+        elif settle.action == "term":
+            await self.queues.term(settle.reply)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def _caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AgentIdentity:
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthenticated("a sandbox credential is required (Authorization: Bearer ...)")
+    return await _gateway(request).credentials.authenticate(secret.strip())
+
+
+Caller = Annotated[AgentIdentity, Depends(_caller)]
+router = APIRouter(prefix="/gateway/v1", tags=["gateway"])
+
+
+@router.post("/runs:next", response_model=None)
+async def next_run(
+    request: Request, who: Caller, body: Annotated[dict[str, Any] | None, Body()] = None
+) -> Response:
+    """Long poll for the caller's next run: 200 {run, journal}, or 204 after `waitSeconds`."""
+    gateway = _gateway(request)
+    wait_s = min(max(float((body or {}).get("waitSeconds", 20)), 0.0), MAX_WAIT_S)
+    spec = await gateway.runs_spec(who)
+    until = time.monotonic() + wait_s
+    while True:
+        left = until - time.monotonic()
+        delivery = await gateway.queues.next_delivery(who.tenant, who.agent_id, spec, left)
+        if delivery is None:
+            break
+        if await request.is_disconnected():
+            await gateway.queues.nak(delivery.reply)  # never hand a run to a caller gone
+            break
+        async with gateway.uow() as uow:
+            claim = await runs.claim(
+                uow,
+                who,
+                delivery.run_id,
+                delivery.reply,
+                delivery.stream_seq,
+                delivery.num_delivered,
+            )
+        if claim is not None:
+            return JSONResponse(claim_view(claim, delivery.traceparent))
+        await gateway.queues.ack(delivery.reply)  # a run already ended: drop its message
+        if time.monotonic() >= until:
+            break
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run}/heartbeat", response_model=None)
+async def heartbeat(request: Request, run: str, who: Caller) -> dict[str, Any]:
+    """The caller still works on `run`: extend its delivery; tell it of a cancellation."""
+    gateway = _gateway(request)
+    async with gateway.uow() as uow:
+        beat = await runs.heartbeat(uow, who, run)
+    if beat.reply is not None:
+        await gateway.queues.in_progress(beat.reply)
+    return {"cancelRequested": beat.cancel_requested, "deadline": beat.deadline}
+
+
+@router.post("/runs/{run}/steps", response_model=None)
+async def record_step(
+    request: Request, run: str, who: Caller, body: Annotated[Any, Body()]
+) -> dict[str, Any]:
+    """Journal one finished step (idempotent by callId)."""
+    async with _gateway(request).uow() as uow:
+        _, written = await runs.record_step(uow, who, run, body)
+    return {"recorded": True, "duplicate": not written}
+
+
+@router.post("/runs/{run}/checkpoint", status_code=204, response_model=None)
+async def checkpoint(
+    request: Request, run: str, who: Caller, body: Annotated[dict[str, Any], Body()]
+) -> Response:
+    """Save the run's state; the next attempt starts from it."""
+    if "state" not in body:
+        raise BadRequest("a checkpoint needs `state`")
+    async with _gateway(request).uow() as uow:
+        await runs.checkpoint(uow, who, run, body["state"], body.get("callId"))
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run}/result", response_model=None)
+async def result(
+    request: Request, run: str, who: Caller, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """The handler's output, or its error (retried up to spec.runs.maxAttempts)."""
+    gateway = _gateway(request)
+    error = ErrorInfo.model_validate(body["error"]) if body.get("error") else None
+    spec = await gateway.runs_spec(who)
+    async with gateway.uow() as uow:
+        settle = await runs.finish(
+            uow, who, run, output=body.get("output"), error=error, max_attempts=spec.maxAttempts
+        )
+    await gateway.settle(settle)
+    return {"accepted": True}
+
+
+@router.post("/runs/{run}/release", status_code=204, response_model=None)
+async def release(request: Request, run: str, who: Caller) -> Response:
+    """The caller gives `run` back unfinished: it is delivered again at once."""
+    gateway = _gateway(request)
+    async with gateway.uow() as uow:
+        settle = await runs.release(uow, who, run)
+    await gateway.settle(settle)
+    return Response(status_code=204)
+
+
+def create_gateway_app(gateway: Gateway) -> FastAPI:
+    """The gateway's ASGI application on `gateway`."""
+    app = FastAPI(title="Agent OS gateway", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+    app.add_exception_handler(AgentOSError, agentos_error_handler)
+    app.add_exception_handler(IllegalTransition, agentos_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,291 @@
+"""The use cases of a sandbox's agent on its runs, as the agent gateway calls them
+(architecture/runs.md, architecture/gateway-protocol.md): authenticate a sandbox credential,
+claim a delivery, heartbeat, record steps and checkpoints, report the result, release.
+
+Each function is one UnitOfWork and commits. None talks to NATS: those that end, extend or
+redeliver a delivery return what to send to its ack subject, and the gateway sends it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from controlplane.data.repositories.credentials import AgentCredential
+from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.errors import RunFinished, RunNotFound, Unauthenticated
+from controlplane.domain.events.envelope import rfc3339, utcnow
+from controlplane.domain.records import AgentRecord
+from controlplane.domain.runs.lifecycle import RunPhase, RunReason, is_terminal
+from controlplane.domain.runs.model import ErrorInfo, RunRecord
+from controlplane.domain.runs.steps import Checkpoint, Step, parse_step
+from controlplane.observability.tracing import traced
+from controlplane.service.run_status import move_run, run_event
+
+CREDENTIAL_PREFIX = "aosa_"
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """Who calls the gateway: one agent (`tenant`/`agent`, uid `agent_id`) from one sandbox."""
+
+    tenant: str
+    agent_id: str
+    agent: str
+    sandbox_id: str
+    credential_id: str
+
+    @property
+    def principal(self) -> str:
+        """How the audit trail names this caller."""
+        return f"agent:{self.tenant}/{self.agent} (sandbox {self.sandbox_id})"
+
+
+def credential_hash(secret: str) -> str:
+    """The stored form of a sandbox credential: the hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def issue_credential(uow: UnitOfWork, record: AgentRecord, sandbox_id: str) -> str:
+    """A new credential for the agent's sandbox `sandbox_id`; every other credential of the
+    agent is revoked (one sandbox per agent). Returns the secret (`aosa_` + 256 random bits),
+    never stored. Commits."""
+    secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+    await uow.credentials.revoke_agent(record.id, except_sandbox=sandbox_id)
+    credential = AgentCredential(
+        uuid.uuid4().hex, record.tenant, record.id, record.name, sandbox_id, utcnow(), None
+    )
+    await uow.credentials.add(credential, credential_hash(secret))
+    await uow.commit()
+    return secret
+
+
+async def authenticate_agent(uow: UnitOfWork, secret: str | None) -> AgentIdentity:
+    """The agent a sandbox credential speaks for. Raises Unauthenticated: no credential, an
+    unknown or revoked one, or one whose sandbox is no longer its agent's sandbox."""
+    if not secret:
+        raise Unauthenticated("a sandbox credential is required (Authorization: Bearer ...)")
+    credential = await uow.credentials.by_hash(credential_hash(secret))
+    if credential is None or credential.revoked_at is not None:
+        raise Unauthenticated("unknown or revoked sandbox credential")
+    agent = await uow.agents.find(credential.tenant, credential.agent)
+    if agent is None or agent.id != credential.agent_id:
+        raise Unauthenticated("the agent of this credential is gone")
+    if agent.status.sandboxID != credential.sandbox_id:
+        raise Unauthenticated("the sandbox of this credential is no longer the agent's")
+    return AgentIdentity(
+        credential.tenant,
+        credential.agent_id,
+        credential.agent,
+        credential.sandbox_id,
+        credential.id,
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run handed to its agent: the run (Running), its journal and last checkpoint."""
+
+    run: RunRecord
+    journal: list[Step]
+    checkpoint: Checkpoint | None
+
+
+@traced("service.claim_run")
+async def claim(
+    uow: UnitOfWork, who: AgentIdentity, run_id: str, reply: str, stream_seq: int, delivered: int
+) -> Claim | None:
+    """Take delivery number `delivered` of run `run_id` for `who`: the run goes Running with
+    `attempt = delivered` (through Dispatched: from Pending when the relay's record is still
+    behind, from Running when this is a redelivery), holding the delivery's ack subject.
+    Returns None when the run is terminal, gone or not this agent's: the caller acks the
+    message and takes the next one. Commits."""
+    record = await uow.runs.by_id(run_id, for_update=True)
+    if record is None or record.agent_id != who.agent_id or is_terminal(record.phase):
+        return None
+    if record.phase is RunPhase.PENDING:
+        record = await move_run(uow, record, RunPhase.DISPATCHED, RunReason.DISPATCHED)
+    elif record.phase is RunPhase.RUNNING:
+        record = await move_run(
+            uow,
+            record,
+            RunPhase.DISPATCHED,
+            RunReason.REDELIVERED,
+            f"delivery {delivered}",
+            attempt=delivered,
+        )
+    started = record.status.startedAt or rfc3339(utcnow())
+    record = await move_run(
+        uow,
+        record,
+        RunPhase.RUNNING,
+        RunReason.STARTED,
+        f"attempt {delivered} in sandbox {who.sandbox_id}",
+        attempt=delivered,
+        startedAt=started,
+    )
+    await uow.deliveries.hold(record.id, reply, stream_seq)
+    journal = await uow.runs.journal(record.id)
+    checkpoint = await uow.runs.load_checkpoint(record.id)
+    await uow.commit()
+    return Claim(record, journal, checkpoint)
+
+
+async def _own_run(uow: UnitOfWork, who: AgentIdentity, name: str) -> RunRecord:
+    """The run `name` of `who`'s agent. Raises RunNotFound (another agent's run is not
+    found either: a credential reveals nothing of other agents)."""
+    record = await uow.runs.find(who.tenant, name)
+    if record is None or record.agent_id != who.agent_id:
+        raise RunNotFound(f"run {name!r} not found for agent {who.agent!r}")
+    return record
+
+
+def _live(record: RunRecord) -> RunRecord:
+    if is_terminal(record.phase):
+        raise RunFinished(f"run {record.name!r} is {record.phase}")
+    return record
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat's answer; `reply` is the delivery to extend (None: none held)."""
+
+    cancel_requested: bool
+    deadline: str
+    reply: str | None
+
+
+def _deadline(record: RunRecord) -> str:
+    return rfc3339(record.created_at + timedelta(seconds=record.spec.timeoutSeconds))
+
+
+async def heartbeat(uow: UnitOfWork, who: AgentIdentity, name: str) -> Beat:
+    """The agent is working on run `name`. A canceled run answers `cancel_requested`; any
+    other terminal run raises RunFinished. Raises RunNotFound. Commits."""
+    record = await _own_run(uow, who, name)
+    if record.phase is RunPhase.CANCELED:
+        return Beat(True, _deadline(record), None)
+    _live(record)
+    held = await uow.deliveries.held(record.id)
+    await uow.deliveries.heartbeat(record.id)
+    await uow.commit()
+    return Beat(False, _deadline(record), held.reply if held else None)
+
+
+async def record_step(
+    uow: UnitOfWork, who: AgentIdentity, name: str, body: Any
+) -> tuple[Step, bool]:
+    """Journal a finished step of run `name` (idempotent by `callId`: the first report wins
+    and is returned); a new step adds its usage to the run's and writes
+    `run.step_recorded`. Raises ValidationFailed (naming the field), RunNotFound,
+    RunFinished. Commits."""
+    step = parse_step(body)
+    record = _live(await _own_run(uow, who, name))
+    journaled, written = await uow.runs.record_step(record.id, step)
+    if written:
+        usage = record.status.usage + step.usage
+        await uow.runs.set_phase(record, record.status.model_copy(update={"usage": usage}))
+        await uow.outbox.add(
+            run_event(record, "run.step_recorded", {"step": step.model_dump(mode="json")})
+        )
+    await uow.commit()
+    return journaled, written
+
+
+async def checkpoint(
+    uow: UnitOfWork, who: AgentIdentity, name: str, state: Any, call_id: str | None
+) -> None:
+    """Save `state` as run `name`'s checkpoint (the next attempt starts from it). Raises
+    RunNotFound, RunFinished. Commits."""
+    record = _live(await _own_run(uow, who, name))
+    await uow.runs.save_checkpoint(record.id, state, record.status.attempt)
+    await uow.outbox.add(
+        run_event(record, "run.checkpointed", {"attempt": record.status.attempt, "callId": call_id})
+    )
+    await uow.commit()
+
+
+@dataclass(frozen=True)
+class Settle:
+    """What to send to the delivery's ack subject (`reply`, None: nothing held)."""
+
+    action: Literal["ack", "nak", "term", "none"]
+    reply: str | None
+    delay_s: float = 0.0
+
+
+async def finish(
+    uow: UnitOfWork,
+    who: AgentIdentity,
+    name: str,
+    *,
+    output: Any = None,
+    error: ErrorInfo | None = None,
+    max_attempts: int,
+    retry_delay_s: float = 1.0,
+) -> Settle:
+    """The handler of run `name` returned `output` or raised `error`. Success: Succeeded,
+    ack. An error before `max_attempts` deliveries: back to Dispatched, nak after
+    `retry_delay_s` (the next delivery is attempt + 1); at `max_attempts`: Failed with reason
+    DeliveryExhausted, the message terminated and dead-lettered. A repeat of the result
+    that ended the run answers `none`. Raises RunNotFound, RunFinished. Commits."""
+    record = await _own_run(uow, who, name)
+    if is_terminal(record.phase):
+        if record.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED) and record.status.attempt:
+            return Settle("none", None)
+        raise RunFinished(f"run {record.name!r} is {record.phase}")
+    held = await uow.deliveries.held(record.id)
+    reply = held.reply if held else None
+    await uow.deliveries.release(record.id)
+    if error is None:
+        await move_run(uow, record, RunPhase.SUCCEEDED, RunReason.COMPLETED, output=output)
+        settle = Settle("ack", reply)
+    elif record.status.attempt < max_attempts:
+        await move_run(
+            uow,
+            record,
+            RunPhase.DISPATCHED,
+            RunReason.REDELIVERED,
+            f"attempt {record.status.attempt} failed: {error.type}: {error.message}"[:1000],
+            error=error,
+            attempt=record.status.attempt + 1,
+        )
+        settle = Settle("nak", reply, retry_delay_s * 2 ** (record.status.attempt - 1))
+    else:
+        message = f"{record.status.attempt} attempts; last: {error.type}: {error.message}"
+        await move_run(
+            uow,
+            record,
+            RunPhase.FAILED,
+            RunReason.DELIVERY_EXHAUSTED,
+            message[:1000],
+            error=error,
+        )
+        await uow.deliveries.dead_letter(record.id, message, f"runs:{who.agent}")
+        settle = Settle("term", reply)
+    await uow.commit()
+    return settle
+
+
+async def release(uow: UnitOfWork, who: AgentIdentity, name: str) -> Settle:
+    """The agent gives run `name` back unfinished (it is stopping): back to Dispatched, to be
+    delivered again at once. Raises RunNotFound. Commits."""
+    record = await _own_run(uow, who, name)
+    held = await uow.deliveries.held(record.id)
+    if record.phase is not RunPhase.RUNNING or held is None:
+        return Settle("none", None)
+    await uow.deliveries.release(record.id)
+    await move_run(
+        uow,
+        record,
+        RunPhase.DISPATCHED,
+        RunReason.REDELIVERED,
+        "released by its agent",
+        attempt=record.status.attempt + 1,
+    )
+    await uow.commit()
+    return Settle("nak", held.reply)
