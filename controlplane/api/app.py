@@ -22,12 +22,14 @@ from controlplane.api.errors import (
     unexpected_error_handler,
 )
 from controlplane.api.request_metrics import RequestMetricsMiddleware
-from controlplane.api.rest import admin, agents, tenants
+from controlplane.api.rest import admin, agents, audit, logs, runs, tenants
 from controlplane.api.rest.params import reject_unknown_query_parameters
+from controlplane.api.rest.run_models import RunEventOut
 from controlplane.data.outbox.change_feed import OutboxFeed
 from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.agents.model import Agent
 from controlplane.domain.errors import AgentOSError
+from controlplane.domain.runs.model import RunCreate
 from controlplane.messaging import metrics as _outbox_metrics  # noqa: F401
 
 # Every metric of the process is on /metrics from the start, even before its first use.
@@ -77,6 +79,9 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(tenants.tenant_router)
     app.include_router(tenants.tokens_router)
     app.include_router(agents.router)
+    app.include_router(logs.router)
+    app.include_router(runs.router)
+    app.include_router(audit.router)
     app.include_router(admin.router)
 
     def openapi() -> dict[str, Any]:
@@ -89,12 +94,13 @@ def create_app(container: Container) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, plus the schemas it cannot see: the Agent manifest (request
-    bodies are validated by the domain, not by FastAPI) and the problem+json shapes."""
+    """FastAPI's document, plus the schemas it cannot see: the Agent manifest and the run
+    request (request bodies are validated by the domain, not by FastAPI), a run stream's
+    event, and the problem+json shapes."""
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     template = "#/components/schemas/{model}"
-    for model in (Agent, Problem, FieldProblem):
+    for model in (Agent, RunCreate, RunEventOut, Problem, FieldProblem):
         generated = model.model_json_schema(ref_template=template, by_alias=True)
         for name, definition in generated.pop("$defs", {}).items():
             components.setdefault(name, definition)

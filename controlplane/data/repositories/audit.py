@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.tables import audit_log
-from controlplane.domain.events.envelope import utcnow
+from controlplane.domain.events.envelope import as_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,34 @@ class AuditEntry:
     tenant: str | None = None
     event_id: str | None = None
     details: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One stored entry: `id` orders the trail (appended in that order), `principal` is who
+    acted, `occurred_at` timezone-aware UTC."""
+
+    id: int
+    occurred_at: datetime
+    principal: str
+    tenant: str | None
+    action: str
+    resource: str
+    event_id: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which entries of one tenant to read: `resource` names a resource and everything
+    under it (`tenants/t/agents/a` matches the agent and its runs), `actor` a principal,
+    `since`/`until` bound `occurred_at` (since inclusive, until exclusive)."""
+
+    tenant: str
+    resource: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class AuditRepository:
@@ -64,3 +93,38 @@ class AuditRepository:
                 for e in entries
             ],
         )
+
+    async def page(self, where: AuditFilter, *, limit: int, after_id: int = 0) -> list[AuditRecord]:
+        """Up to `limit` entries matching `where`, oldest first, with an id above `after_id`
+        (keyset pagination on the append order)."""
+        query = select(audit_log).where(
+            audit_log.c.tenant == where.tenant, audit_log.c.id > after_id
+        )
+        if where.resource:
+            prefix = where.resource.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(
+                or_(
+                    audit_log.c.resource == where.resource,
+                    audit_log.c.resource.like(prefix + "/%", escape="\\"),
+                )
+            )
+        if where.actor:
+            query = query.where(audit_log.c.principal == where.actor)
+        if where.since is not None:
+            query = query.where(audit_log.c.occurred_at >= where.since)
+        if where.until is not None:
+            query = query.where(audit_log.c.occurred_at < where.until)
+        rows = await self._conn.execute(query.order_by(audit_log.c.id).limit(limit))
+        return [
+            AuditRecord(
+                id=int(r.id),
+                occurred_at=as_utc(r.occurred_at),
+                principal=r.principal,
+                tenant=r.tenant,
+                action=r.action,
+                resource=r.resource,
+                event_id=r.event_id,
+                details=dict(r.details or {}),
+            )
+            for r in rows
+        ]

@@ -100,6 +100,13 @@ class RunRepository:
                 f"run {record.name!r} already exists in tenant {record.tenant!r}"
             ) from None
 
+    async def set_dispatch_event(self, run_id: str, event_id: str) -> None:
+        """Remember the outbox event of the run's dispatch message (`runs.dispatch_event_id`):
+        the run controller moves the run to Dispatched once that event is Published."""
+        await self._conn.execute(
+            update(runs).where(runs.c.id == run_id).values(dispatch_event_id=event_id)
+        )
+
     async def find(self, tenant: str, name: str, *, agent: str | None = None) -> RunRecord | None:
         """The run `name` of `tenant` (and of `agent`, when given), or None."""
         query = select(runs).where(runs.c.tenant == tenant, runs.c.name == name)
