@@ -128,6 +128,8 @@ async def _start_runs(
                 port=settings.gateway_port,
                 log_config=None,
                 access_log=False,
+                # Long polls of runs:next would hold a graceful stop for their whole wait.
+                timeout_graceful_shutdown=2,
             )
         )
         tasks.append(asyncio.create_task(gateway.serve()))

@@ -113,12 +113,24 @@ async def next_run(
     return Response(status_code=204)
 
 
+def _attempt(body: dict[str, Any] | None) -> int | None:
+    """The delivery attempt a request speaks for (fencing), when it says."""
+    value = (body or {}).get("attempt")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest(f"attempt: {value!r} is not a delivery number (1, 2, ...)")
+    return value
+
+
 @router.post("/runs/{run}/heartbeat", response_model=None)
-async def heartbeat(request: Request, run: str, who: Caller) -> dict[str, Any]:
+async def heartbeat(
+    request: Request, run: str, who: Caller, body: Annotated[dict[str, Any] | None, Body()] = None
+) -> dict[str, Any]:
     """The caller still works on `run`: extend its delivery; tell it of a cancellation."""
     gateway = _gateway(request)
     async with gateway.uow() as uow:
-        beat = await runs.heartbeat(uow, who, run)
+        beat = await runs.heartbeat(uow, who, run, _attempt(body))
     if beat.reply is not None:
         await gateway.queues.in_progress(beat.reply)
     return {"cancelRequested": beat.cancel_requested, "deadline": beat.deadline}
@@ -142,7 +154,7 @@ async def checkpoint(
     if "state" not in body:
         raise BadRequest("a checkpoint needs `state`")
     async with _gateway(request).uow() as uow:
-        await runs.checkpoint(uow, who, run, body["state"], body.get("callId"))
+        await runs.checkpoint(uow, who, run, body["state"], body.get("callId"), _attempt(body))
     return Response(status_code=204)
 
 
@@ -156,18 +168,26 @@ async def result(
     spec = await gateway.runs_spec(who)
     async with gateway.uow() as uow:
         settle = await runs.finish(
-            uow, who, run, output=body.get("output"), error=error, max_attempts=spec.maxAttempts
+            uow,
+            who,
+            run,
+            output=body.get("output"),
+            error=error,
+            max_attempts=spec.maxAttempts,
+            attempt=_attempt(body),
         )
     await gateway.settle(settle)
     return {"accepted": True}
 
 
 @router.post("/runs/{run}/release", status_code=204, response_model=None)
-async def release(request: Request, run: str, who: Caller) -> Response:
+async def release(
+    request: Request, run: str, who: Caller, body: Annotated[dict[str, Any] | None, Body()] = None
+) -> Response:
     """The caller gives `run` back unfinished: it is delivered again at once."""
     gateway = _gateway(request)
     async with gateway.uow() as uow:
-        settle = await runs.release(uow, who, run)
+        settle = await runs.release(uow, who, run, _attempt(body))
     await gateway.settle(settle)
     return Response(status_code=204)
 

@@ -24,7 +24,8 @@ from controlplane.domain.runs.lifecycle import RunPhase, RunReason, is_terminal
 from controlplane.domain.runs.model import ErrorInfo, RunRecord
 from controlplane.domain.runs.steps import Checkpoint, Step, parse_step
 from controlplane.observability.tracing import traced
-from controlplane.service.run_status import move_run, run_event
+from controlplane.service.runs import run_event
+from controlplane.service.runs import transition as move_run
 
 CREDENTIAL_PREFIX = "aosa_"
 
@@ -135,12 +136,21 @@ async def claim(
     return Claim(record, journal, checkpoint)
 
 
-async def _own_run(uow: UnitOfWork, who: AgentIdentity, name: str) -> RunRecord:
-    """The run `name` of `who`'s agent. Raises RunNotFound (another agent's run is not
-    found either: a credential reveals nothing of other agents)."""
-    record = await uow.runs.find(who.tenant, name)
+async def _own_run(
+    uow: UnitOfWork, who: AgentIdentity, name: str, attempt: int | None = None
+) -> RunRecord:
+    """The run `name` of `who`'s agent, locked for this transaction. Raises RunNotFound
+    (another agent's run is not found either: a credential reveals nothing of other
+    agents), and RunFinished when `attempt` is given and is not the run's current attempt:
+    a holder whose delivery was taken over is fenced off."""
+    found = await uow.runs.find(who.tenant, name)
+    record = await uow.runs.by_id(found.id, for_update=True) if found else None
     if record is None or record.agent_id != who.agent_id:
         raise RunNotFound(f"run {name!r} not found for agent {who.agent!r}")
+    if attempt is not None and attempt != record.status.attempt and not is_terminal(record.phase):
+        raise RunFinished(
+            f"attempt {attempt} of run {name!r} was superseded by attempt {record.status.attempt}"
+        )
     return record
 
 
@@ -163,10 +173,13 @@ def _deadline(record: RunRecord) -> str:
     return rfc3339(record.created_at + timedelta(seconds=record.spec.timeoutSeconds))
 
 
-async def heartbeat(uow: UnitOfWork, who: AgentIdentity, name: str) -> Beat:
-    """The agent is working on run `name`. A canceled run answers `cancel_requested`; any
-    other terminal run raises RunFinished. Raises RunNotFound. Commits."""
-    record = await _own_run(uow, who, name)
+async def heartbeat(
+    uow: UnitOfWork, who: AgentIdentity, name: str, attempt: int | None = None
+) -> Beat:
+    """The agent is working on run `name` (delivery `attempt`). A canceled run answers
+    `cancel_requested`; any other terminal run, or a superseded attempt, raises RunFinished.
+    Raises RunNotFound. Commits."""
+    record = await _own_run(uow, who, name, attempt)
     if record.phase is RunPhase.CANCELED:
         return Beat(True, _deadline(record), None)
     _live(record)
@@ -184,27 +197,45 @@ async def record_step(
     `run.step_recorded`. Raises ValidationFailed (naming the field), RunNotFound,
     RunFinished. Commits."""
     step = parse_step(body)
-    record = _live(await _own_run(uow, who, name))
+    record = _live(await _own_run(uow, who, name, step.attempt))
     journaled, written = await uow.runs.record_step(record.id, step)
     if written:
         usage = record.status.usage + step.usage
         await uow.runs.set_phase(record, record.status.model_copy(update={"usage": usage}))
         await uow.outbox.add(
-            run_event(record, "run.step_recorded", {"step": step.model_dump(mode="json")})
+            run_event(
+                record,
+                "run.step_recorded",
+                {"name": record.name, "agent": record.agent, "step": step.model_dump(mode="json")},
+            )
         )
     await uow.commit()
     return journaled, written
 
 
 async def checkpoint(
-    uow: UnitOfWork, who: AgentIdentity, name: str, state: Any, call_id: str | None
+    uow: UnitOfWork,
+    who: AgentIdentity,
+    name: str,
+    state: Any,
+    call_id: str | None,
+    attempt: int | None = None,
 ) -> None:
     """Save `state` as run `name`'s checkpoint (the next attempt starts from it). Raises
     RunNotFound, RunFinished. Commits."""
-    record = _live(await _own_run(uow, who, name))
+    record = _live(await _own_run(uow, who, name, attempt))
     await uow.runs.save_checkpoint(record.id, state, record.status.attempt)
     await uow.outbox.add(
-        run_event(record, "run.checkpointed", {"attempt": record.status.attempt, "callId": call_id})
+        run_event(
+            record,
+            "run.checkpointed",
+            {
+                "name": record.name,
+                "agent": record.agent,
+                "attempt": record.status.attempt,
+                "callId": call_id,
+            },
+        )
     )
     await uow.commit()
 
@@ -227,13 +258,15 @@ async def finish(
     error: ErrorInfo | None = None,
     max_attempts: int,
     retry_delay_s: float = 1.0,
+    attempt: int | None = None,
 ) -> Settle:
     """The handler of run `name` returned `output` or raised `error`. Success: Succeeded,
     ack. An error before `max_attempts` deliveries: back to Dispatched, nak after
     `retry_delay_s` (the next delivery is attempt + 1); at `max_attempts`: Failed with reason
-    DeliveryExhausted, the message terminated and dead-lettered. A repeat of the result
-    that ended the run answers `none`. Raises RunNotFound, RunFinished. Commits."""
-    record = await _own_run(uow, who, name)
+    HandlerError, the message terminated and dead-lettered. A repeat of the result
+    that ended the run answers `none`. Raises RunNotFound, RunFinished (also for a
+    superseded `attempt`). Commits."""
+    record = await _own_run(uow, who, name, attempt)
     if is_terminal(record.phase):
         if record.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED) and record.status.attempt:
             return Settle("none", None)
@@ -256,12 +289,14 @@ async def finish(
         )
         settle = Settle("nak", reply, retry_delay_s * 2 ** (record.status.attempt - 1))
     else:
+        # The handler's own failure on its last attempt: HandlerError, not the platform's
+        # DeliveryExhausted (architecture/slos.md: run delivery success).
         message = f"{record.status.attempt} attempts; last: {error.type}: {error.message}"
         await move_run(
             uow,
             record,
             RunPhase.FAILED,
-            RunReason.DELIVERY_EXHAUSTED,
+            RunReason.HANDLER_ERROR,
             message[:1000],
             error=error,
         )
@@ -271,10 +306,13 @@ async def finish(
     return settle
 
 
-async def release(uow: UnitOfWork, who: AgentIdentity, name: str) -> Settle:
+async def release(
+    uow: UnitOfWork, who: AgentIdentity, name: str, attempt: int | None = None
+) -> Settle:
     """The agent gives run `name` back unfinished (it is stopping): back to Dispatched, to be
-    delivered again at once. Raises RunNotFound. Commits."""
-    record = await _own_run(uow, who, name)
+    delivered again at once. Raises RunNotFound, RunFinished (a superseded attempt).
+    Commits."""
+    record = await _own_run(uow, who, name, attempt)
     held = await uow.deliveries.held(record.id)
     if record.phase is not RunPhase.RUNNING or held is None:
         return Settle("none", None)

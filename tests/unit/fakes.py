@@ -26,6 +26,7 @@ from typing import Any
 from controlplane.data.outbox.writer import OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository, Reservation
 from controlplane.data.repositories.audit import AuditEntry, AuditRepository
+from controlplane.data.repositories.credentials import AgentCredential, AgentCredentialRepository
 from controlplane.data.repositories.idempotency import IdempotencyRepository, StoredResponse
 from controlplane.data.repositories.tenants import TenantRepository
 from controlplane.data.repositories.tokens import TokenRepository
@@ -67,6 +68,7 @@ class Tables:
     sequences: dict[tuple[str, str], int] = field(default_factory=dict)
     audit: list[AuditRow] = field(default_factory=list)
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
+    credentials: dict[str, AgentCredential] = field(default_factory=dict)  # by id
     idempotency: dict[tuple[str, str, str], tuple[StoredResponse, datetime]] = field(
         default_factory=dict
     )
@@ -348,6 +350,22 @@ class FakeTokenRepository(TokenRepository):
         return True
 
 
+class FakeCredentialRepository(AgentCredentialRepository):
+    def __init__(self, tables: Tables) -> None:
+        self._t = tables
+
+    async def add(self, credential: AgentCredential, token_hash: str) -> None:
+        self._t.credentials[credential.id] = credential
+
+    async def revoke_agent(self, agent_id: str, *, except_sandbox: str | None = None) -> int:
+        revoked = 0
+        for key, c in list(self._t.credentials.items()):
+            if c.agent_id == agent_id and c.revoked_at is None and c.sandbox_id != except_sandbox:
+                self._t.credentials[key] = replace(c, revoked_at=utcnow())
+                revoked += 1
+        return revoked
+
+
 class FakeIdempotencyRepository(IdempotencyRepository):
     """Keys are held by the open unit only (one process, like the SQLite path)."""
 
@@ -406,6 +424,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.outbox = FakeOutboxWriter(tables, self.database.registry)
         self.audit = FakeAuditRepository(tables, self.principal)
         self.tokens = FakeTokenRepository(tables)
+        self.credentials = FakeCredentialRepository(tables)
         self.idempotency = FakeIdempotencyRepository(tables, _HELD)
 
     async def __aenter__(self) -> FakeUnitOfWork:

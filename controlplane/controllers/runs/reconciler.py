@@ -24,7 +24,7 @@ from controlplane.domain.events.envelope import OutboxState, utcnow
 from controlplane.domain.runs.lifecycle import IllegalTransition, RunPhase, RunReason
 from controlplane.domain.runs.model import RunRecord
 from controlplane.messaging.run_queues import RunQueues
-from controlplane.service.run_status import move_run
+from controlplane.service.runs import transition as move_run
 
 log = structlog.get_logger("agentos.runs")
 PRINCIPAL = "system:run-controller"
@@ -70,11 +70,13 @@ class RunController:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.config.interval_s)
 
-        ticker = asyncio.create_task(tick())
+        tasks = [asyncio.create_task(tick()), asyncio.create_task(self._trigger.run(stop))]
         try:
-            await self._trigger.run(stop)
+            await stop.wait()
         finally:
-            ticker.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def sweep(self) -> None:
         """One pass: dispatch, timeouts, ended and lost deliveries, consumers."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, JsonValue, ValidationError, model_validator
+from pydantic import Field, JsonValue, ValidationError, field_validator, model_validator
 
 from controlplane.domain.agents.model import Int, Strict, field_errors, refuse_unstorable
 from controlplane.domain.errors import ValidationFailed
@@ -44,6 +44,12 @@ class Step(Strict):
     endedAt: str
     attempt: Int = Field(default=1, ge=1)
     parentCallId: str | None = Field(default=None, pattern=CALL_ID_PATTERN)
+
+    @field_validator("usage", mode="before")
+    @classmethod
+    def no_usage_is_zero_usage(cls, value: Any) -> Any:
+        """The SDK sends `usage: null` for a step that used no tokens."""
+        return Usage() if value is None else value
 
     @model_validator(mode="after")
     def error_matches_status(self) -> Step:

@@ -29,6 +29,7 @@ class FakeRun:
     steps: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    result_attempt: int | None = None
     finished: bool = False
     cancel_requested: bool = False
     heartbeats: int = 0
@@ -151,7 +152,9 @@ class FakeGateway:
         return web.json_response({"recorded": True})
 
     async def _checkpoint(self, request: web.Request) -> web.Response:
-        self._run(request).checkpoints.append(await request.json())
+        body = await request.json()
+        body.pop("attempt", None)
+        self._run(request).checkpoints.append(body)
         return web.Response(status=204)
 
     async def _result(self, request: web.Request) -> web.Response:
@@ -161,6 +164,9 @@ class FakeGateway:
             return web.json_response({})
         if run.finished:
             return _problem(409, "RUN_FINISHED", f"run {run.name} has ended")
+        # The attempt fences a superseded holder (architecture/gateway-protocol.md); the fake
+        # keeps it apart from the result itself.
+        run.result_attempt = body.pop("attempt", None)
         run.result, run.finished = body, True
         run.done.set()
         return web.json_response({})

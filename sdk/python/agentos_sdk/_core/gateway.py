@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -22,6 +23,10 @@ from agentos_sdk._core.protocol import JSON, Delivery, ErrorBody, HeartbeatReply
 PREFIX = "/gateway/v1"
 USER_AGENT = "agentos-sdk-python/0.1.0"
 MAX_WAIT_S = 30
+# Steps, checkpoints and results are retried this long (seconds) through transport errors,
+# 429 and 5xx: a control plane that restarts must not cost a recorded step (a step whose
+# report is lost runs again on the next attempt).
+REPORT_PATIENCE_S = 120.0
 log = logging.getLogger("agentos_sdk")
 
 
@@ -51,29 +56,34 @@ class GatewayClient:
         )
         return None if response.status == 204 else cast(Delivery, _json(response))
 
-    async def heartbeat(self, run: str) -> HeartbeatReply:
-        """Keep the run's delivery alive. Raises RunFinishedError when the run is terminal."""
-        return cast(HeartbeatReply, _json(await self._call("POST", _run(run, "heartbeat"), {})))
+    async def heartbeat(self, run: str, attempt: int) -> HeartbeatReply:
+        """Keep the run's delivery `attempt` alive. Raises RunFinishedError when the run is
+        terminal, or when another attempt superseded this one."""
+        body: JSON = {"attempt": attempt}
+        return cast(HeartbeatReply, _json(await self._call("POST", _run(run, "heartbeat"), body)))
 
     async def record_step(self, run: str, step: StepReport) -> None:
         """Record one finished step; idempotent by its callId."""
-        await self._call("POST", _run(run, "steps"), cast(JSON, step))
+        await self._call("POST", _run(run, "steps"), cast(JSON, step), patience_s=REPORT_PATIENCE_S)
 
-    async def checkpoint(self, run: str, state: JSON, call_id: str | None) -> None:
+    async def checkpoint(self, run: str, state: JSON, call_id: str | None, attempt: int) -> None:
         """Save `state` as the run's last checkpoint (after step `call_id`)."""
-        await self._call("POST", _run(run, "checkpoint"), {"state": state, "callId": call_id})
+        body: JSON = {"state": state, "callId": call_id, "attempt": attempt}
+        await self._call("POST", _run(run, "checkpoint"), body, patience_s=REPORT_PATIENCE_S)
 
-    async def report_output(self, run: str, output: JSON) -> None:
+    async def report_output(self, run: str, output: JSON, attempt: int) -> None:
         """The run succeeded with `output`. Raises RunFinishedError if it had already ended."""
-        await self._call("POST", _run(run, "result"), {"output": output})
+        body: JSON = {"output": output, "attempt": attempt}
+        await self._call("POST", _run(run, "result"), body, patience_s=REPORT_PATIENCE_S)
 
-    async def report_error(self, run: str, error: ErrorBody) -> None:
+    async def report_error(self, run: str, error: ErrorBody, attempt: int) -> None:
         """The run failed with `error`. Raises RunFinishedError if it had already ended."""
-        await self._call("POST", _run(run, "result"), {"error": cast(JSON, error)})
+        body: JSON = {"error": cast(JSON, error), "attempt": attempt}
+        await self._call("POST", _run(run, "result"), body, patience_s=REPORT_PATIENCE_S)
 
-    async def release(self, run: str) -> None:
+    async def release(self, run: str, attempt: int) -> None:
         """Give the delivery back at once (the agent stops): redelivered with attempt + 1."""
-        await self._call("POST", _run(run, "release"), {}, retries=1)
+        await self._call("POST", _run(run, "release"), {"attempt": attempt}, retries=1)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -86,10 +96,16 @@ class GatewayClient:
         *,
         timeout_s: float | None = None,
         retries: int | None = None,
+        patience_s: float | None = None,
     ) -> Response:
         data = json.dumps(body, separators=(",", ":")).encode()
         attempts = retries or self._retries
-        for attempt in range(1, attempts + 1):
+        give_up_at = time.monotonic() + patience_s if patience_s else None
+        attempt = 0
+        while True:
+            attempt += 1
+            if give_up_at is not None:
+                attempts = attempt + 1 if time.monotonic() < give_up_at else attempt
             delay_s = min(5.0, 0.2 * 2 ** (attempt - 1))
             try:
                 response = await self._pool.request(
@@ -108,7 +124,6 @@ class GatewayClient:
                 delay_s = _retry_after(response, delay_s)
                 log.warning("agent gateway %s: %s; retrying in %.1fs", path, error, delay_s)
             await asyncio.sleep(delay_s)
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _run(run: str, action: str) -> str:

@@ -162,7 +162,7 @@ class Run:
         be saved.
         """
         state = json.loads(json.dumps(state, allow_nan=False))
-        await self._gateway.checkpoint(self.name, state, self._journal.last_call_id)
+        await self._gateway.checkpoint(self.name, state, self._journal.last_call_id, self.attempt)
         self.state = state
 
     async def _journaled(

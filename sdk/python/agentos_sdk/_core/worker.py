@@ -100,9 +100,9 @@ class RunExecution:
                 error = {"type": type(exc).__name__, "message": f"the result is not JSON: {exc}"}
         try:
             if error:
-                await self._gateway.report_error(name, error)
+                await self._gateway.report_error(name, error, self.run.attempt)
             else:
-                await self._gateway.report_output(name, output)
+                await self._gateway.report_output(name, output, self.run.attempt)
         except RunFinishedError:
             log.info("run %s had already ended; its result was not recorded", name)
         except AuthenticationError:
@@ -116,7 +116,7 @@ class RunExecution:
         while True:
             await asyncio.sleep(self._heartbeat_s)
             try:
-                reply = await self._gateway.heartbeat(self.run.name)
+                reply = await self._gateway.heartbeat(self.run.name, self.run.attempt)
             except RunFinishedError:
                 self.stop("finished")
                 return
@@ -144,7 +144,7 @@ class RunExecution:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(task), self._grace_s)
         try:
-            await self._gateway.release(self.run.name)
+            await self._gateway.release(self.run.name, self.run.attempt)
         except GatewayError as exc:
             log.info(
                 "run %s abandoned; not released (%s), redelivered after the ack wait",
