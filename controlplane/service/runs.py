@@ -288,6 +288,8 @@ async def transition(
     to_phase: RunPhase,
     reason: str,
     message: str = "",
+    *,
+    audit_action: str = "run.transition",
     **status_changes: Any,
 ) -> RunRecord:
     """Move `record` to `to_phase` (checked against the run lifecycle), with status
@@ -304,7 +306,7 @@ async def transition(
         run_event(saved, PHASE_EVENTS[to_phase], phase_payload(record, saved, reason, message))
     )
     await uow.audit.record(
-        "run.transition",
+        audit_action,
         resource_of(saved),
         tenant=saved.tenant,
         event_id=event.event_id,
@@ -333,6 +335,7 @@ async def cancel_run(
         RunPhase.CANCELED,
         RunReason.CANCELED_BY_USER,
         f"canceled by {uow.principal}",
+        audit_action="run.cancel",
     )
     await uow.commit()
     return saved
