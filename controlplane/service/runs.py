@@ -374,8 +374,9 @@ async def run_events(
 class RunEvent:
     """One event of a run as a follower sees it: `sequence` (resume after it), `type` (the
     event type), `data` the JSON object sent (`type`, `sequence`, `occurredAt`, `run` — the
-    Run object the event recorded, or the run as it is when the event carries none — and
-    the event's own fields: `step`, `fromPhase`, `toPhase`, `reason`, ...)."""
+    Run object the event recorded, or only its identity (`metadata`: name, uid, tenant,
+    agent) for an event that records none, a step's say — and the event's own fields:
+    `step`, `fromPhase`, `toPhase`, `reason`, ...). The same event always reads the same."""
 
     sequence: int
     type: str
@@ -384,6 +385,11 @@ class RunEvent:
     @property
     def terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
+
+
+def _identity(record: RunRecord) -> dict[str, Any]:
+    metadata = record.to_object()["metadata"]
+    return {"metadata": {k: metadata[k] for k in ("name", "uid", "tenant", "agent")}}
 
 
 _RENAMED = {"from_phase": "fromPhase", "to_phase": "toPhase"}
@@ -396,7 +402,7 @@ def follower_event(record: RunRecord, event: StoredEvent) -> RunEvent:
         "type": event.event_type,
         "sequence": event.sequence,
         "occurredAt": rfc3339(event.occurred_at),
-        "run": payload.pop("run", None) or record.to_object(),
+        "run": payload.pop("run", None) or _identity(record),
     }
     payload.pop("name", None)
     payload.pop("agent", None)
