@@ -60,7 +60,7 @@ async def advance(api: Api, tenant: str, name: str, to: RunPhase, reason: RunRea
         await uow.commit()
 
 
-async def record_step(api: Api, tenant: str, name: str, call_id: str, **fields: Any) -> None:
+async def record_step(api: Api, tenant: str, run: str, call_id: str, **fields: Any) -> None:
     """Journal a step with its `run.step_recorded` event, as the gateway would."""
     step = Step.model_validate(
         {
@@ -74,8 +74,8 @@ async def record_step(api: Api, tenant: str, name: str, call_id: str, **fields: 
         }
     )
     async with api.container.uow("system:test") as uow:
-        record = await uow.runs.get(tenant, name)
+        record = await uow.runs.get(tenant, run)
         await uow.runs.record_step(record.id, step)
-        payload = {"name": name, "agent": record.agent, "step": step.model_dump(mode="json")}
+        payload = {"name": run, "agent": record.agent, "step": step.model_dump(mode="json")}
         await uow.outbox.add(svc.run_event(record, "run.step_recorded", payload))
         await uow.commit()
