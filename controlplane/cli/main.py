@@ -20,9 +20,13 @@ app = typer.Typer(
 get_app = typer.Typer(help="List resources.", no_args_is_help=True)
 describe_app = typer.Typer(help="Show one resource in detail.", no_args_is_help=True)
 delete_app = typer.Typer(help="Delete a resource.", no_args_is_help=True)
+cancel_app = typer.Typer(help="Cancel a resource.", no_args_is_help=True)
+logs_app = typer.Typer(help="Print the output of a resource.", no_args_is_help=True)
 app.add_typer(get_app, name="get")
 app.add_typer(describe_app, name="describe")
 app.add_typer(delete_app, name="delete")
+app.add_typer(cancel_app, name="cancel")
+app.add_typer(logs_app, name="logs")
 
 
 @app.command()
@@ -51,12 +55,19 @@ def serve(
 
 
 from controlplane.cli import agents as _agents  # noqa: E402
+from controlplane.cli import runs as _runs  # noqa: E402
 from controlplane.cli import tokens as _tokens  # noqa: E402
 
 app.command("apply")(_agents.apply)
 get_app.command("agents")(_agents.get_agents)
 describe_app.command("agent")(_agents.describe_agent)
 delete_app.command("agent")(_agents.delete_agent)
+app.command("run")(_runs.run)
+get_app.command("runs")(_runs.get_runs)
+describe_app.command("run")(_runs.describe_run)
+cancel_app.command("run")(_runs.cancel_run)
+logs_app.command("agent")(_runs.logs_agent)
+app.command("audit")(_runs.audit)
 app.add_typer(_tokens.token_app, name="token")
 
 

@@ -288,6 +288,8 @@ async def transition(
     to_phase: RunPhase,
     reason: str,
     message: str = "",
+    *,
+    audit_action: str = "run.transition",
     **status_changes: Any,
 ) -> RunRecord:
     """Move `record` to `to_phase` (checked against the run lifecycle), with status
@@ -304,7 +306,7 @@ async def transition(
         run_event(saved, PHASE_EVENTS[to_phase], phase_payload(record, saved, reason, message))
     )
     await uow.audit.record(
-        "run.transition",
+        audit_action,
         resource_of(saved),
         tenant=saved.tenant,
         event_id=event.event_id,
@@ -333,6 +335,7 @@ async def cancel_run(
         RunPhase.CANCELED,
         RunReason.CANCELED_BY_USER,
         f"canceled by {uow.principal}",
+        audit_action="run.cancel",
     )
     await uow.commit()
     return saved
@@ -371,8 +374,9 @@ async def run_events(
 class RunEvent:
     """One event of a run as a follower sees it: `sequence` (resume after it), `type` (the
     event type), `data` the JSON object sent (`type`, `sequence`, `occurredAt`, `run` — the
-    Run object the event recorded, or the run as it is when the event carries none — and
-    the event's own fields: `step`, `fromPhase`, `toPhase`, `reason`, ...)."""
+    Run object the event recorded, or only its identity (`metadata`: name, uid, tenant,
+    agent) for an event that records none, a step's say — and the event's own fields:
+    `step`, `fromPhase`, `toPhase`, `reason`, ...). The same event always reads the same."""
 
     sequence: int
     type: str
@@ -381,6 +385,11 @@ class RunEvent:
     @property
     def terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
+
+
+def _identity(record: RunRecord) -> dict[str, Any]:
+    metadata = record.to_object()["metadata"]
+    return {"metadata": {k: metadata[k] for k in ("name", "uid", "tenant", "agent")}}
 
 
 _RENAMED = {"from_phase": "fromPhase", "to_phase": "toPhase"}
@@ -393,7 +402,7 @@ def follower_event(record: RunRecord, event: StoredEvent) -> RunEvent:
         "type": event.event_type,
         "sequence": event.sequence,
         "occurredAt": rfc3339(event.occurred_at),
-        "run": payload.pop("run", None) or record.to_object(),
+        "run": payload.pop("run", None) or _identity(record),
     }
     payload.pop("name", None)
     payload.pop("agent", None)

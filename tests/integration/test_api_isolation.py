@@ -63,7 +63,10 @@ async def test_every_route_isolates_tenants(pg_url: str, tmp_path: Path) -> None
             made = await r.post(
                 "/api/v1/tenants/team-b/tokens", json={"principal": "b", "role": "admin"}
             )
+            run = await r.post("/api/v1/tenants/team-b/agents/target/runs", json={"input": 1})
+            run_name = run.json()["metadata"]["name"]
             before = (await r.get("/api/v1/tenants/team-b/agents/target")).json()
+            runs_before = (await r.get("/api/v1/tenants/team-b/runs")).json()
         token_b = made.json()
         intruder = await api.token("mallory", tenant="team-a", role="admin")
 
@@ -74,7 +77,7 @@ async def test_every_route_isolates_tenants(pg_url: str, tmp_path: Path) -> None
             for method, template in routes:
                 body = manifest("target") if method in ("POST", "PUT", "PATCH") else None
                 values = {"tenant": "team-b", "name": "target", "token_id": token_b["id"]}
-                values["event_id"] = "e"
+                values |= {"event_id": "e", "agent": "target", "run": run_name}
                 url = fill(template, values)
                 r = await anonymous.request(method, url, json=body)
                 assert r.status_code == 401, (method, template, r.status_code)
@@ -102,7 +105,9 @@ async def test_every_route_isolates_tenants(pg_url: str, tmp_path: Path) -> None
 
         async with api.client(root) as r:
             after = (await r.get("/api/v1/tenants/team-b/agents/target")).json()
+            runs_after = (await r.get("/api/v1/tenants/team-b/runs")).json()
             tokens = (await r.get("/api/v1/tenants/team-b/tokens")).json()["items"]
         assert after == before, "nothing changed in team-b"
+        assert runs_after == runs_before, "no run was made or cancelled in team-b"
         assert [t["revokedAt"] for t in tokens] == [None]
         assert checked == len(routes)

@@ -302,17 +302,20 @@ def _partial_agent(body: dict[str, Any]) -> pb.Agent:
 
 
 def build_server(container: Container, address: str) -> tuple[grpc.aio.Server, Any]:
-    """A gRPC server with AgentService, health checking and reflection, bound to
+    """A gRPC server with AgentService, RunService, health checking and reflection, bound to
     `address` (`host:port`), and its health servicer (see `mark_serving`); call
     `await server.start()`. Raises RuntimeError when the address cannot be bound."""
     server = grpc.aio.server()
     pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
         AgentService(container), server
     )
+    from controlplane.api.grpc import runs  # it imports this module's status_of
+
+    runs.add_run_service(container, server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, runs.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"cannot listen on {address} for gRPC")
@@ -320,6 +323,8 @@ def build_server(container: Container, address: str) -> tuple[grpc.aio.Server, A
 
 
 async def mark_serving(checker: Any) -> None:
-    """Report SERVING for the whole server and for AgentService."""
-    for name in ("", SERVICE_NAME):
+    """Report SERVING for the whole server, AgentService and RunService."""
+    from controlplane.api.grpc.runs import SERVICE_NAME as RUN_SERVICE
+
+    for name in ("", SERVICE_NAME, RUN_SERVICE):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)

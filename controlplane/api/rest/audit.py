@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,7 +13,7 @@ from controlplane.api.rest.run_models import AuditList
 from controlplane.api.security import TenantName, tenant_access
 from controlplane.domain.access import Role
 from controlplane.domain.errors import BadRequest, FieldError
-from controlplane.domain.events.envelope import as_utc, rfc3339
+from controlplane.domain.events.envelope import as_utc, parse_rfc3339, rfc3339
 from controlplane.service import audit as svc
 from controlplane.service import listing
 
@@ -26,15 +27,25 @@ router = APIRouter(
 )
 
 
-def _moment(name: str, value: datetime | None) -> datetime | None:
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+Moment = Annotated[
+    str | None,
+    Query(pattern=RFC3339, max_length=40, description="RFC 3339, e.g. 2026-01-02T03:04:05Z."),
+]
+
+
+def _moment(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 time as timezone-aware UTC (fractions beyond microseconds dropped)."""
     if value is None:
         return None
-    if value.tzinfo is None:
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value).replace("z", "Z").replace("t", "T")
+    try:
+        return as_utc(parse_rfc3339(text))
+    except ValueError:
         raise BadRequest(
-            f"{name}: give a time zone (RFC 3339, e.g. 2026-01-02T03:04:05Z)",
-            errors=[FieldError(name, "RFC 3339 with a time zone")],
-        )
-    return as_utc(value)
+            f"{name}: {value!r} is not an RFC 3339 time",
+            errors=[FieldError(name, "RFC 3339, e.g. 2026-01-02T03:04:05Z")],
+        ) from None
 
 
 @router.get(
@@ -56,8 +67,8 @@ async def list_audit(
         ),
     ] = None,
     actor: Annotated[str | None, Query(max_length=128, description="A principal.")] = None,
-    since: Annotated[datetime | None, Query(description="RFC 3339; at or after.")] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339; before.")] = None,
+    since: Moment = None,
+    until: Moment = None,
     limit: Annotated[int, Query(ge=1, le=listing.MAX_LIMIT)] = listing.DEFAULT_LIMIT,
     continue_: Annotated[str | None, Query(alias="continue", max_length=1000)] = None,
 ) -> Any:

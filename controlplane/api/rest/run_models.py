@@ -42,7 +42,10 @@ class RunEventOut(BaseModel):
     type: str = Field(description="The event type, e.g. `run.started`, `run.step_recorded`.")
     sequence: int = Field(description="Per-run; send the last one as `Last-Event-ID`.")
     occurredAt: str
-    run: dict[str, Any] = Field(description="The Run as the event recorded it.")
+    run: dict[str, Any] = Field(
+        description="The Run as the event recorded it; for a step or a checkpoint, only its "
+        "`metadata` (name, uid, tenant, agent)."
+    )
     step: Step | None = None
 
 

@@ -115,7 +115,7 @@ async def create_run(
     agent: AgentName,
     request: Request,
     principal: Caller,
-    body: Annotated[Any, Body()],
+    body: Annotated[dict[str, Any], Body()],
     idempotency_key: Annotated[
         str | None,
         Header(

@@ -26,6 +26,11 @@ class AuditEntry:
     details: Mapping[str, Any] | None = None
 
 
+def _escape(text: str) -> str:
+    """`text` as a literal in a LIKE pattern (escape character backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """One stored entry: `id` orders the trail (appended in that order), `principal` is who
@@ -44,8 +49,9 @@ class AuditRecord:
 @dataclass(frozen=True)
 class AuditFilter:
     """Which entries of one tenant to read: `resource` names a resource and everything
-    under it (`tenants/t/agents/a` matches the agent and its runs), `actor` a principal,
-    `since`/`until` bound `occurred_at` (since inclusive, until exclusive)."""
+    under it (`tenants/t/agents/a` matches the agent and its runs), `actor` a principal
+    (with any of its tokens), `since`/`until` bound `occurred_at` (since inclusive, until
+    exclusive)."""
 
     tenant: str
     resource: str | None = None
@@ -101,7 +107,7 @@ class AuditRepository:
             audit_log.c.tenant == where.tenant, audit_log.c.id > after_id
         )
         if where.resource:
-            prefix = where.resource.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            prefix = _escape(where.resource)
             query = query.where(
                 or_(
                     audit_log.c.resource == where.resource,
@@ -109,7 +115,13 @@ class AuditRepository:
                 )
             )
         if where.actor:
-            query = query.where(audit_log.c.principal == where.actor)
+            # A token's principal is recorded as `name (token id)` (Principal.audit_name).
+            query = query.where(
+                or_(
+                    audit_log.c.principal == where.actor,
+                    audit_log.c.principal.like(_escape(where.actor) + " (token %", escape="\\"),
+                )
+            )
         if where.since is not None:
             query = query.where(audit_log.c.occurred_at >= where.since)
         if where.until is not None:

@@ -11,16 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+)
 
 from controlplane.domain.agents.model import (
+    _LABELS_SCHEMA,
     Float,
     Int,
     Strict,
     field_errors,
     label_problem,
+    not_bool,
     refuse_unstorable,
 )
 from controlplane.domain.errors import ValidationFailed
@@ -43,8 +53,11 @@ class RunCreate(Strict):
     `spec.runs.timeoutSeconds`; `labels` are Kubernetes labels, for `labelSelector`."""
 
     input: JsonValue = Field(description="Any JSON value; handed to the agent's handler.")
-    timeoutSeconds: Int | None = Field(default=None, ge=1, le=TIMEOUT_MAX_S)
-    labels: dict[str, str] = Field(default_factory=dict)
+    # Bounds on the integer itself, so the JSON Schema states them (not `ge` on the union).
+    timeoutSeconds: (
+        Annotated[int, Field(ge=1, le=TIMEOUT_MAX_S), BeforeValidator(not_bool)] | None
+    ) = None
+    labels: dict[str, str] = Field(default_factory=dict, json_schema_extra=_LABELS_SCHEMA)
 
     @field_validator("labels")
     @classmethod
