@@ -18,6 +18,7 @@ METRIC_MODULES = (
     "controlplane.api.request_metrics",
     "controlplane.messaging.metrics",
     "controlplane.observability.metrics",
+    "controlplane.observability.run_metrics",
     "operators.agent.operator",
 )
 

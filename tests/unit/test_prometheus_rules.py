@@ -34,6 +34,8 @@ SLOS = {  # slo label → (objective, SLO window), DESIGN §6
     "api-errors": (0.99, "1d"),
     "outbox-delivery": (0.995, "1d"),
     "consumer-ack-latency": (0.95, "1d"),
+    "run-delivery-success": (0.999, "1d"),
+    "run-dispatch-latency": (0.95, "1d"),
 }
 
 
