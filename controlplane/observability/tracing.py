@@ -59,11 +59,15 @@ def configure_tracing(service_name: str) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from controlplane.observability.run_tracing import RunSpanIds
+
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # RunSpanIds: a run's spans are made by several processes after the fact, and find their
+    # parents by derived ids (controlplane.observability.run_tracing).
+    provider = TracerProvider(resource=Resource.create(attributes), id_generator=RunSpanIds())
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prometheus_client import REGISTRY
@@ -18,6 +19,7 @@ METRIC_MODULES = (
     "controlplane.api.request_metrics",
     "controlplane.messaging.metrics",
     "controlplane.observability.metrics",
+    "controlplane.observability.run_metrics",
     "operators.agent.operator",
 )
 
@@ -71,9 +73,9 @@ def exported_series() -> set[str]:
     return names
 
 
-def rule_groups() -> list[dict]:
+def rule_groups() -> list[dict[str, Any]]:
     """Every rule group of deploy/prometheus/rules/*.rules.yml."""
-    groups: list[dict] = []
+    groups: list[dict[str, Any]] = []
     for path in sorted(RULES_DIR.glob("*.rules.yml")):
         groups.extend(yaml.safe_load(path.read_text())["groups"])
     return groups

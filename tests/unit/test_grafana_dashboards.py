@@ -27,7 +27,8 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$slo": ".*"}
 
 
 def load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
 
 
 def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -42,13 +43,14 @@ def exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield panel["title"], target["expr"]
 
 
-def test_the_four_dashboards_of_the_design_are_there_with_unique_uids() -> None:
+def test_the_dashboards_of_the_design_are_there_with_unique_uids() -> None:
     titles = {load(p)["title"] for p in DASHBOARDS}
     assert titles == {
         "Agent OS / SLO overview",
         "Agent OS / Agent lifecycle",
         "Agent OS / Outbox and NATS",
         "Agent OS / API",
+        "Agent OS / Runs",
     }
     uids = [load(p)["uid"] for p in DASHBOARDS]
     assert len(set(uids)) == len(uids)

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,6 +35,8 @@ SLOS = {  # slo label → (objective, SLO window), DESIGN §6
     "api-errors": (0.99, "1d"),
     "outbox-delivery": (0.995, "1d"),
     "consumer-ack-latency": (0.95, "1d"),
+    "run-delivery-success": (0.999, "1d"),
+    "run-dispatch-latency": (0.95, "1d"),
 }
 
 
@@ -51,7 +54,7 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def alerts() -> list[dict]:
+def alerts() -> list[dict[str, Any]]:
     return [r for g in rule_groups() for r in g["rules"] if "alert" in r]
 
 
@@ -117,7 +120,7 @@ def test_every_alert_has_a_severity_and_a_runbook_section_that_exists() -> None:
 
 
 def test_every_alert_is_exercised_by_a_rule_unit_test() -> None:
-    tested: dict[str, list[list]] = {}
+    tested: dict[str, list[list[Any]]] = {}
     for path in RULE_TESTS:
         for case in yaml.safe_load(path.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
