@@ -154,18 +154,18 @@ async def test_the_runc_tool_agent_serves_a_run_from_the_gateway_on_the_host(
     manifest = Agent.model_validate(yaml.safe_load(MANIFEST.read_text()))
     gateway = FakeGateway()
     await gateway.start()
+    env = {e.name: e.value for e in manifest.spec.env}
+    env |= {"AGENTOS_GATEWAY_URL": gateway.url, "AGENTOS_AGENT_TOKEN": gateway.token}
+    probe = probe_spec(manifest.spec)
+    assert probe is not None and probe.heartbeat
+    spec = new_spec(
+        manifest.spec.runtime.class_,
+        command=list(manifest.spec.command),
+        env=env,
+        memory_bytes=128 << 20,
+        probe=probe,
+    )
     try:
-        env = {e.name: e.value for e in manifest.spec.env}
-        env |= {"AGENTOS_GATEWAY_URL": gateway.url, "AGENTOS_AGENT_TOKEN": gateway.token}
-        probe = probe_spec(manifest.spec)
-        spec = new_spec(
-            manifest.spec.runtime.class_,
-            command=list(manifest.spec.command),
-            env=env,
-            memory_bytes=128 << 20,
-            probe=probe,
-        )
-        assert probe is not None and probe.heartbeat
         await runtime.create(spec)
         await runtime.start(spec.sandbox_id)
         # Ready: the SDK touches the heartbeat file while it serves.
@@ -186,4 +186,5 @@ async def test_the_runc_tool_agent_serves_a_run_from_the_gateway_on_the_host(
         )
         assert await runtime.exec(spec.sandbox_id, ["python3", "-c", check], 30) == 0
     finally:
+        await runtime.stop(spec.sandbox_id)  # before the gateway it long-polls
         await gateway.stop()
