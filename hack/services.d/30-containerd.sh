@@ -30,8 +30,9 @@
 # Snapshotter: overlayfs when an overlay mount works here (probed once, kept in
 # .services/data/containerd/snapshotter), else native.
 #
-# Also builds the example agent image (hack/build-agent-image.py, from Debian's busybox-static)
-# into .services/images/ and imports it into the agentos-test namespace.
+# Also builds the example agent images (hack/build-agent-image.py, from Debian packages: the
+# busybox one and, with --python, the python agent with the SDK and examples/agents/*.py)
+# into .services/images/ and imports them into the agentos-test namespace.
 CTRD_DATA="$SVC/data/containerd"
 CTRD_CONFIG="$CTRD_DATA/config.toml"
 CTRD_RUN="$RUN_DIR/containerd"
@@ -42,6 +43,8 @@ CTRD_RUNSC_WRAPPER="$CTRD_BIN/runsc-agentos"
 CTRD_GVISOR_RUNTIME=io.containerd.gvisor.v2
 CTRD_IMAGE_REF=localhost/agentos/example-agent:0.1.0
 CTRD_IMAGE_TAR="$SVC/images/example-agent-0.1.0.tar"
+CTRD_PYTHON_IMAGE_REF=localhost/agentos/python-agent:0.1.0
+CTRD_PYTHON_IMAGE_TAR="$SVC/images/python-agent-0.1.0.tar"
 
 containerd_install() { apt_install containerd runc runsc; }
 
@@ -116,31 +119,55 @@ EOF
   return 0
 }
 
-# The manifest digest the image archive holds.
+# The manifest digest an image archive holds (default: the example agent's).
 containerd_archive_digest() {
-  tar -xOf "$CTRD_IMAGE_TAR" index.json \
+  tar -xOf "${1:-$CTRD_IMAGE_TAR}" index.json \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])'
 }
 
-# Build the example agent image if missing or older than its builder; import it if containerd
-# does not hold that very manifest under its name.
+# Is the archive $1 missing, or older than a file under any of the sources that follow?
+containerd_archive_stale() {
+  local tar=$1 src; shift
+  [ -s "$tar" ] || return 0
+  for src in "$@"; do
+    [ -n "$(find "$src" -type f -newer "$tar" ! -path '*/__pycache__/*' -print -quit)" ] && return 0
+  done
+  return 1
+}
+
+# Import the archive $2 as $1 unless containerd holds that very manifest under that name.
+containerd_import_archive() {
+  local ref=$1 tar=$2 want have
+  want=$(containerd_archive_digest "$tar")
+  have=$(ctrd -n "$CTRD_NAMESPACE" images ls | awk -v r="$ref" '$1 == r { print $3 }')
+  if [ "$want" = "$have" ]; then log "image $ref already imported"; return; fi
+  ctrd -n "$CTRD_NAMESPACE" images import --snapshotter "$(containerd_snapshotter)" \
+    "$tar" >>"$SVC/logs/containerd.log" 2>&1 \
+    || die "ctr images import $tar failed; see $SVC/logs/containerd.log"
+  have=$(ctrd -n "$CTRD_NAMESPACE" images ls | awk -v r="$ref" '$1 == r { print $3 }')
+  [ "$want" = "$have" ] || die "import did not create $ref@$want (got '${have}')"
+  log "imported $ref ($want)"
+}
+
+# Build the example agent images if missing or older than their sources (the builder; for
+# the python one also the SDK and the example agents); import them (see above).
 containerd_import_image() {
-  if [ ! -s "$CTRD_IMAGE_TAR" ] || [ "$ROOT/hack/build-agent-image.py" -nt "$CTRD_IMAGE_TAR" ]; then
+  local builder="$ROOT/hack/build-agent-image.py"
+  if containerd_archive_stale "$CTRD_IMAGE_TAR" "$builder"; then
     log "building $CTRD_IMAGE_REF into $CTRD_IMAGE_TAR"
-    python3 "$ROOT/hack/build-agent-image.py" "$CTRD_IMAGE_TAR" --ref "$CTRD_IMAGE_REF" \
+    python3 "$builder" "$CTRD_IMAGE_TAR" --ref "$CTRD_IMAGE_REF" \
       --cache-dir "$SVC/cache/debs" >>"$SVC/logs/containerd.log" 2>&1 \
       || die "building the example agent image failed; see $SVC/logs/containerd.log"
   fi
-  local want have
-  want=$(containerd_archive_digest)
-  have=$(ctrd -n "$CTRD_NAMESPACE" images ls | awk -v r="$CTRD_IMAGE_REF" '$1 == r { print $3 }')
-  if [ "$want" = "$have" ]; then log "image $CTRD_IMAGE_REF already imported"; return; fi
-  ctrd -n "$CTRD_NAMESPACE" images import --snapshotter "$(containerd_snapshotter)" \
-    "$CTRD_IMAGE_TAR" >>"$SVC/logs/containerd.log" 2>&1 \
-    || die "ctr images import $CTRD_IMAGE_TAR failed; see $SVC/logs/containerd.log"
-  have=$(ctrd -n "$CTRD_NAMESPACE" images ls | awk -v r="$CTRD_IMAGE_REF" '$1 == r { print $3 }')
-  [ "$want" = "$have" ] || die "import did not create $CTRD_IMAGE_REF@$want (got '${have}')"
-  log "imported $CTRD_IMAGE_REF ($want)"
+  containerd_import_archive "$CTRD_IMAGE_REF" "$CTRD_IMAGE_TAR"
+  if containerd_archive_stale "$CTRD_PYTHON_IMAGE_TAR" "$builder" "$ROOT/sdk/python/agentos_sdk" \
+    "$ROOT/examples/agents"; then
+    log "building $CTRD_PYTHON_IMAGE_REF into $CTRD_PYTHON_IMAGE_TAR"
+    python3 "$builder" "$CTRD_PYTHON_IMAGE_TAR" --python --ref "$CTRD_PYTHON_IMAGE_REF" \
+      --cache-dir "$SVC/cache/debs" >>"$SVC/logs/containerd.log" 2>&1 \
+      || die "building the python agent image failed; see $SVC/logs/containerd.log"
+  fi
+  containerd_import_archive "$CTRD_PYTHON_IMAGE_REF" "$CTRD_PYTHON_IMAGE_TAR"
 }
 
 containerd_start() {
@@ -198,4 +225,6 @@ containerd_env() {
   echo "AGENTOS_RUNSC_BINARY=$CTRD_RUNSC_WRAPPER"
   echo "AGENTOS_EXAMPLE_IMAGE=$CTRD_IMAGE_REF"
   echo "AGENTOS_EXAMPLE_IMAGE_ARCHIVE=$CTRD_IMAGE_TAR"
+  echo "AGENTOS_PYTHON_IMAGE=$CTRD_PYTHON_IMAGE_REF"
+  echo "AGENTOS_PYTHON_IMAGE_ARCHIVE=$CTRD_PYTHON_IMAGE_TAR"
 }

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from agentos_sdk._core.config import Settings, load_settings
 from agentos_sdk._core.errors import AuthenticationError, GatewayError
 from agentos_sdk._core.gateway import GatewayClient
+from agentos_sdk._core.liveness import HEARTBEAT_FILE, touch_forever
 from agentos_sdk._core.protocol import Delivery
 from agentos_sdk._core.run import Run
 from agentos_sdk._core.tools import Tool, ToolRegistry
@@ -30,6 +33,9 @@ class Agent:
     `AGENTOS_HEARTBEAT_SECONDS` default 5); a keyword argument overrides its variable.
     `drain_seconds`: on stop, how long in-flight runs may finish before they are abandoned
     (and redelivered). `poll_seconds`: the `runs:next` long poll (0 to 30).
+    `heartbeat_file`: the sandbox's liveness file (default `AGENTOS_HEARTBEAT_FILE`; "" for
+    none), touched every `heartbeat_file_seconds` (default 1) while serving, so an agent
+    with `readiness: {heartbeat: {}}` is Ready while it serves.
 
     Raises ConfigError, naming the variable, when a setting is missing or malformed.
     """
@@ -43,6 +49,8 @@ class Agent:
         heartbeat_seconds: float | None = None,
         drain_seconds: float = 30.0,
         poll_seconds: float = 20.0,
+        heartbeat_file: str | Path | None = None,
+        heartbeat_file_seconds: float = 1.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = load_settings(
@@ -54,6 +62,10 @@ class Agent:
         )
         self.drain_seconds = drain_seconds
         self.poll_seconds = poll_seconds
+        if heartbeat_file is None:
+            heartbeat_file = (os.environ if environ is None else environ).get(HEARTBEAT_FILE, "")
+        self.heartbeat_file: Path | None = Path(heartbeat_file) if heartbeat_file else None
+        self.heartbeat_file_seconds = heartbeat_file_seconds
         self._handler: Handler | None = None
         self._tools = ToolRegistry()
 
@@ -136,7 +148,8 @@ class Agent:
 
         On stop no new run is taken; runs in flight get `drain_seconds` to finish, then are
         abandoned (cancelled, released, nothing reported: the control plane redelivers
-        them). Unreachable gateways are retried with backoff (0.5 s to 10 s).
+        them). Unreachable gateways are retried with backoff (0.5 s to 10 s). The heartbeat
+        file, when there is one, is touched while this runs.
 
         Raises AuthenticationError when the gateway refuses the token (401), RuntimeError
         when no handler is registered.
@@ -148,6 +161,7 @@ class Agent:
         loop = _Loop(self, self._handler, gateway)
         puller = asyncio.create_task(loop.pull(), name="agentos pull loop")
         waits = [asyncio.create_task(event.wait()) for event in (stop_event, loop.halted)]
+        alive = self._liveness()
         try:
             await asyncio.wait({puller, *waits}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -157,10 +171,19 @@ class Agent:
             await asyncio.gather(puller, *waits, return_exceptions=True)
             await loop.drain(self.drain_seconds)
             await gateway.close()
+            if alive is not None:
+                alive.cancel()
+                await asyncio.gather(alive, return_exceptions=True)
         if not puller.cancelled() and puller.exception() is not None:
             raise puller.exception()  # type: ignore[misc]
         if loop.fatal is not None:
             raise loop.fatal
+
+    def _liveness(self) -> asyncio.Task[None] | None:
+        if self.heartbeat_file is None:
+            return None
+        beat = touch_forever(self.heartbeat_file, self.heartbeat_file_seconds)
+        return asyncio.create_task(beat, name="agentos heartbeat file")
 
 
 class _Loop:
