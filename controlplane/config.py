@@ -1,4 +1,4 @@
-"""Settings from the environment, in one place (twelve-factor; DESIGN §4).
+"""Settings from the environment, in one place (twelve-factor; architecture/api-compatibility.md).
 
 Every variable is prefixed `AGENTOS_`. Unset NATS means embedded mode: events stay in the
 outbox and are served by the API; nothing is faked.
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 
-    # Outbox relay (DESIGN §3).
+    # Outbox relay (adr/0003-outbox-relay-design.md).
     relay_batch_size: int = Field(default=256, ge=1, le=10_000)
     relay_lease_s: float = Field(default=30.0, gt=0)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     relay_backoff_max_s: float = Field(default=60.0, gt=0)
     relay_metrics_port: int | None = None
 
-    # API (DESIGN §4): authentication, rate limits, idempotency keys, watch.
+    # API (architecture/api-compatibility.md): authentication, rate limits, idempotency keys, watch.
     auth_cache_ttl_s: float = Field(
         default=5.0,
         ge=0,

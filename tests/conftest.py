@@ -1,7 +1,8 @@
 """Shared fixtures: connection settings of the real services started by `make services`.
 
 The settings come from `.services/env` (written by hack/services.sh). A test that needs a
-service that is not there fails, naming `make services`; it never skips (DESIGN §8).
+service that is not there fails, naming `make services`; it never skips
+(adr/0002-real-services-in-tests.md).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 def create_app(container: Container) -> FastAPI:
-    """Build the HTTP application (DESIGN §4) on a bootstrap.Container."""
+    """Build the HTTP application (architecture/api-compatibility.md) on a bootstrap.Container."""
     app = FastAPI(
         title="Agent OS",
         version=__version__,

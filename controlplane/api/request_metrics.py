@@ -1,4 +1,4 @@
-"""HTTP metrics: a count and a duration per request (DESIGN §6).
+"""HTTP metrics: a count and a duration per request (architecture/slos.md).
 
 A plain ASGI middleware (not BaseHTTPMiddleware: it must see responses that are streamed
 and requests that end in an unhandled error). The `route` label is the route *template* the

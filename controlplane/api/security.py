@@ -1,4 +1,4 @@
-"""Authentication and authorization as FastAPI dependencies (DESIGN §4).
+"""Authentication and authorization as FastAPI dependencies (architecture/api-compatibility.md).
 
 Order, for every `/api/v1` route: 401 (no valid bearer token) → 429 (rate of the principal)
 → 404 (a tenant the caller has no role in: the answer is the same whether the tenant, or the

@@ -1,4 +1,4 @@
-"""`agentos`: the command-line interface of DESIGN §4.
+"""`agentos`: the command-line interface of architecture/api-compatibility.md.
 
 Commands that talk to a running control plane use `AGENTOS_API_URL`; commands that run a
 component (`serve`, `relay`, `operator`) or administer the database use the settings of

@@ -1,4 +1,5 @@
-"""`agentos relay`, `agentos db upgrade` and `agentos outbox ...` (DESIGN §3, §4).
+"""`agentos relay`, `agentos db upgrade` and `agentos outbox ...` (adr/0003-outbox-relay-design.md,
+architecture/api-compatibility.md).
 
 These administer the outbox directly on the database named by `AGENTOS_DATABASE_URL`.
 """

@@ -92,7 +92,8 @@ agent_transitions = Table(
     Column("occurred_at", Time, nullable=False),
 )
 
-# Per-aggregate event sequence, and the relay's lease on the aggregate (DESIGN §3): a writer
+# Per-aggregate event sequence, and the relay's lease on the aggregate
+# (adr/0003-outbox-relay-design.md): a writer
 # increments `last_sequence` under the row lock; a relay claims the row FOR UPDATE SKIP LOCKED
 # and leases it, so one relay at a time publishes an aggregate's events, in order.
 aggregate_sequences = Table(
@@ -192,7 +193,8 @@ inbox = Table(
     Column("received_at", Time, nullable=False),
 )
 
-# Bearer tokens of the API (DESIGN §4). Only the SHA-256 of a token is stored (see
+# Bearer tokens of the API (architecture/api-compatibility.md). Only the SHA-256 of a token is
+# stored (see
 # controlplane/service/tokens.py for why a fast hash is right for random tokens); `id` is
 # the token's public name, for listing and revocation. A token grants `role` in `tenant`, or
 # is a platform admin's (both NULL).

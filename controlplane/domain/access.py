@@ -1,4 +1,5 @@
-"""Who may do what: principals, roles per tenant, and the platform admin (DESIGN §4).
+"""Who may do what: principals, roles per tenant, and the platform admin
+(architecture/api-compatibility.md).
 
 Pure rules, no I/O. A bearer token names one principal and grants it either one role in one
 tenant or the platform-admin role. The rules:

@@ -1,4 +1,4 @@
-"""Errors, each with a stable code from the one catalogue (DESIGN §4).
+"""Errors, each with a stable code from the one catalogue (architecture/api-compatibility.md).
 
 The API maps a code to an HTTP status and a google.rpc code (controlplane/api/errors.py,
 `CATALOGUE`); the domain and the service layer only name it.

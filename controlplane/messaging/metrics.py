@@ -1,4 +1,4 @@
-"""Prometheus metrics of the outbox, the relay and the consumers (DESIGN §6).
+"""Prometheus metrics of the outbox, the relay and the consumers (architecture/slos.md).
 
 Names follow Prometheus conventions: `agentos_` prefix, base units, `_total` counters.
 No label carries an unbounded value (no event or agent ids).

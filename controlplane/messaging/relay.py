@@ -1,6 +1,6 @@
 """The outbox relay: committed events → NATS JetStream, exactly once by `event_id`.
 
-Each cycle (DESIGN §3):
+Each cycle (adr/0003-outbox-relay-design.md):
 1. lease up to `batch_size` aggregates with due events (`FOR UPDATE SKIP LOCKED` + lease);
 2. read their unpublished events in sequence order;
 3. publish them, one chain per aggregate (an aggregate's next event is sent only after the

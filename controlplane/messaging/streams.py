@@ -1,6 +1,7 @@
 """JetStream adapter: connection, declarative stream setup, subjects and publishing.
 
-Streams (DESIGN §3): `AGENTOS_EVENTS` on `agentos.events.<tenant>.<aggregate_type>.<event_type>`
+Streams (adr/0003-outbox-relay-design.md): `AGENTOS_EVENTS` on
+`agentos.events.<tenant>.<aggregate_type>.<event_type>`
 and `AGENTOS_DLQ` on `agentos.dlq.>`. Setup is idempotent: a stream is created when missing
 and updated to the declared configuration otherwise.
 """

@@ -1,5 +1,6 @@
 """Prometheus metrics of the agent lifecycle, the controller, the runtimes and the API
-(DESIGN §6). The outbox, relay and consumer metrics live in `controlplane.messaging.metrics`.
+(architecture/slos.md). The outbox, relay and consumer metrics live in
+`controlplane.messaging.metrics`.
 
 Names follow the Prometheus conventions: an `agentos_` prefix, base units (`_seconds`),
 `_total` for counters. No label carries an unbounded value: never an agent name or id, a
@@ -11,7 +12,7 @@ tenant, a raw URL path or an exception message. Labels take values from fixed se
 - `route`: the route *template* (`/api/v1/tenants/{tenant}/agents/{name}`), `unmatched`
   for a path no route serves.
 
-The SLIs of DESIGN §6 and the recording rules built on these series are in
+The SLIs of architecture/slos.md and the recording rules built on these series are in
 deploy/prometheus/ (see its README).
 """
 

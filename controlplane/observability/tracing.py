@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing (DESIGN §6): from the API request through the UnitOfWork and the
+"""OpenTelemetry tracing (architecture/slos.md): from the API request through the UnitOfWork and the
 relay to the consumer, one trace.
 
 The path of a trace:

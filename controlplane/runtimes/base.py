@@ -1,4 +1,5 @@
-"""The sandbox runtime port (DESIGN §5): one interface, several backends.
+"""The sandbox runtime port (adr/0004-lifecycle-controller-and-runtimes.md): one interface, several
+backends.
 
 A runtime creates, starts, inspects, stops and removes *sandboxes*; it knows nothing of
 phases or the database. Every operation is idempotent on `sandbox_id`, so a controller that

@@ -1,4 +1,5 @@
-"""A simulated runtime with configurable latency — for scale benchmarks ONLY (DESIGN §5).
+"""A simulated runtime with configurable latency — for scale benchmarks ONLY
+(adr/0004-lifecycle-controller-and-runtimes.md).
 
 Like KWOK's fake nodes: sandboxes are entries in memory that become running after
 `start_latency_s` and answer probes. It is never the default and never stands in for a real

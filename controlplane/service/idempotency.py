@@ -1,4 +1,4 @@
-"""Idempotent create-style requests (DESIGN §4).
+"""Idempotent create-style requests (architecture/api-compatibility.md).
 
 Semantics of the IETF httpapi Idempotency-Key draft (draft-ietf-httpapi-idempotency-key-
 header) and of AIP-155 (`request_id`), one implementation for REST and gRPC:

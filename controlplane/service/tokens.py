@@ -1,4 +1,5 @@
-"""API tokens: issue, authenticate, list, revoke (DESIGN §4, tenancy and RBAC).
+"""API tokens: issue, authenticate, list, revoke (architecture/api-compatibility.md, tenancy and
+RBAC).
 
 A token is `aos_` followed by 256 random bits (`secrets.token_urlsafe(32)`). Only its SHA-256
 is stored. A fast, unsalted hash is the right tool here, unlike for passwords: slow salted

@@ -114,7 +114,7 @@ def test_an_agent_lifecycle_moves_the_slis_on_the_metrics_of_serve(serve: str) -
     assert value(after, "agentos_agent_start_attempts_total", **process) == 1
     assert value(after, "agentos_agent_starts_total", result="success", **process) == 1
     # tenant.created, agent.created and Created → Scheduled → Starting: all published before
-    # Ready (DESIGN §2), by the relay inside serve.
+    # Ready (architecture/state-machines.md), by the relay inside serve.
     assert value(after, "agentos_outbox_published_total") >= published_before + 5
     route = "/api/v1/tenants/{tenant}/agents/{name}"
     assert value(after, "agentos_api_requests_total", route=route, method="PUT", code="201") == 1

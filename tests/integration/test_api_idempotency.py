@@ -1,4 +1,5 @@
-"""Idempotency-Key on creates (DESIGN §4, IETF httpapi Idempotency-Key draft), on real
+"""Idempotency-Key on creates (architecture/api-compatibility.md, IETF httpapi Idempotency-Key
+draft), on real
 PostgreSQL and on SQLite."""
 
 from __future__ import annotations

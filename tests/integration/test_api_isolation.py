@@ -1,6 +1,7 @@
 """Tenant isolation on every route, generated from the application's route table (as its
 OpenAPI document lists it — every route is documented there): a route added later is
-checked without anyone remembering to (DESIGN §4: a tenant never sees another tenant's
+checked without anyone remembering to (architecture/api-compatibility.md: a tenant never sees
+another tenant's
 objects).
 
 For each `/api/v1` route and method:

@@ -1,5 +1,5 @@
 """The consumer helper on real NATS and PostgreSQL: ack, inbox dedupe, poison → dead letter
-→ requeue → delivered (DESIGN §3)."""
+→ requeue → delivered (adr/0003-outbox-relay-design.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The relay on real PostgreSQL and NATS JetStream (DESIGN §3)."""
+"""The relay on real PostgreSQL and NATS JetStream (adr/0003-outbox-relay-design.md)."""
 
 from __future__ import annotations
 

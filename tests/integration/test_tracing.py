@@ -1,4 +1,5 @@
-"""One trace from the API request to the consumer, across the outbox and NATS (DESIGN §6):
+"""One trace from the API request to the consumer, across the outbox and NATS
+(architecture/slos.md):
 request span (FastAPI's) → UnitOfWork span → service span ⇢ (traceparent stored with the
 outbox row) ⇢ relay publish span ⇢ (traceparent header on the NATS message) ⇢ consumer span.
 

@@ -1,4 +1,4 @@
-"""The metrics of DESIGN §6 as the code records them, and trace ids in logs and problems.
+"""The metrics of architecture/slos.md as the code records them, and trace ids in logs and problems.
 
 Counters are process-wide, so each test reads a sample before and after what it does."""
 

@@ -1,5 +1,6 @@
 """deploy/prometheus: the rules check and pass their unit tests under promtool, every SLO of
-DESIGN §6 has its page and ticket alerts with a runbook, and the rules read only series the
+architecture/slos.md has its page and ticket alerts with a runbook, and the rules read only series
+the
 code exports.
 
 promtool comes with Debian's `prometheus` package, which `make services` installs
@@ -29,7 +30,7 @@ from tests.unit.promql_names import (
 
 PROM_DIR = ROOT / "deploy" / "prometheus"
 RULE_TESTS = sorted((PROM_DIR / "tests").glob("*.test.yml"))
-SLOS = {  # slo label → (objective, SLO window), DESIGN §6
+SLOS = {  # slo label → (objective, SLO window), architecture/slos.md
     "agent-start-success": (0.99, "7d"),
     "agent-start-latency": (0.95, "1d"),
     "api-errors": (0.99, "1d"),

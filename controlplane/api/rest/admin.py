@@ -1,4 +1,5 @@
-"""`/api/v1/admin/outbox`: outbox status, replay and dead letters (DESIGN §3), for platform
+"""`/api/v1/admin/outbox`: outbox status, replay and dead letters
+(adr/0003-outbox-relay-design.md), for platform
 admins only — the same operations as `agentos outbox ...`."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The agent lifecycle of DESIGN §2: phases, the transition table, conditions, restarts.
+"""The agent lifecycle of architecture/state-machines.md: phases, the transition table, conditions,
+restarts.
 
 Pure: no I/O, no framework. The controller decides *when* to move; this module says
 *whether* a move is legal and what follows from it.

@@ -1,4 +1,4 @@
-"""The event envelope of DESIGN §3, as a pure value.
+"""The event envelope of adr/0003-outbox-relay-design.md, as a pure value.
 
 An event is created by the domain or the service layer, validated against its JSON Schema by
 the SchemaRegistry, and written to the outbox in the same transaction as the change it
@@ -107,7 +107,8 @@ class EventEnvelope:
 
 
 class OutboxState:
-    """States of an outbox row (DESIGN §3): Persisted → OutboxWritten → Published →
+    """States of an outbox row (adr/0003-outbox-relay-design.md): Persisted → OutboxWritten →
+    Published →
     Acknowledged, or DeadLettered after too many failed attempts.
 
     `Persisted` is the business row itself; an outbox row starts at `OutboxWritten`.

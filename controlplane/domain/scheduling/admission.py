@@ -1,4 +1,5 @@
-"""Admission and placement (DESIGN §2 "Scheduled"): pure, given a snapshot of the world.
+"""Admission and placement (architecture/state-machines.md "Scheduled"): pure, given a snapshot of
+the world.
 
 Pending agents are considered in priority order (higher first); among equal priorities the
 tenant with the fewest admitted agents goes first, so no tenant starves another (a simple
