@@ -41,7 +41,24 @@ for _ in $(seq 1 180); do
   [ "$ready" -ge "$want" ] && break
   sleep 1
 done
-echo "Try: agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"
+
+# Work for the agents on the SDK: each run is followed live, then its steps are shown.
+demo_run() {  # AGENT INPUT
+  echo; echo "== agentos run $1 --input '$2' --follow"
+  local out name
+  out=$(mktemp)
+  agentos run "$1" --input "$2" --follow | tee "$out" || true
+  name=$(sed -n 's#^run/\([^ ]*\) created$#\1#p' "$out" | head -n 1)
+  rm -f "$out"
+  if [ -n "$name" ]; then agentos describe run "$name" || true; fi
+}
+demo_run tool-agent '{"task": "compute 2+3*4 and save it to result.txt"}'
+echo "   the file it wrote: $(cat .agentos/work/tool-agent/result.txt 2>/dev/null)"
+demo_run checkpoint-agent '{"stages": 4, "stage_seconds": 0.3}'
+demo_run tool-agent-runc '{"expression": "(2+3)*4", "file": "result.txt"}'
+echo
+echo "Try: agentos run tool-agent --input '{\"expression\": \"6*7\"}' --follow"
+echo "     agentos get runs; agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"
 echo "     with AGENTOS_TOKEN=$AGENTOS_TOKEN"
 echo "Agent OS keeps running; Ctrl-C stops it."
 wait $server

@@ -7,6 +7,7 @@ that wrote events also NOTIFYs the relay (delivered by PostgreSQL only at commit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import text
@@ -53,6 +54,7 @@ class UnitOfWork:
         self._registry = registry
         self.principal = principal
         self._committed = False
+        self._after_commit: list[Callable[[], None]] = []
 
     async def __aenter__(self) -> UnitOfWork:
         self.connection = await self._engine.connect()
@@ -80,6 +82,14 @@ class UnitOfWork:
             await self.connection.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.connection.commit()
         self._committed = True
+        hooks, self._after_commit = self._after_commit, []
+        for hook in hooks:
+            hook()
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Call `hook` once this unit has committed (never if it rolls back): metrics and
+        spans of what the unit wrote, so they count only what happened."""
+        self._after_commit.append(hook)
 
     async def rollback(self) -> None:
         """Discard everything written in this unit."""

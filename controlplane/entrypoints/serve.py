@@ -16,6 +16,7 @@ from controlplane.bootstrap import Container, stop_on_signals
 from controlplane.config import Settings, component_set
 from controlplane.data import migrate
 from controlplane.data.repositories.agents import phase_counter
+from controlplane.data.repositories.run_deliveries import run_phase_counter
 from controlplane.messaging.embedded import EmbeddedNats
 from controlplane.messaging.streams import connect
 from controlplane.observability.inventory import run_inventory
@@ -64,7 +65,12 @@ async def _run_components(settings: Settings, host: str, port: int) -> None:
     container = Container(settings)
     stop = stop_on_signals()
     components = component_set(settings)
-    tasks = [asyncio.create_task(run_inventory(phase_counter(container.engine), stop))]
+    inventory = run_inventory(
+        phase_counter(container.engine),
+        stop,
+        count_runs_by_phase=run_phase_counter(container.engine),
+    )
+    tasks = [asyncio.create_task(inventory)]
     controller = None
     if "controller" in components:
         controller = container.build_controller()

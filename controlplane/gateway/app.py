@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Request, Response
@@ -22,10 +23,12 @@ from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.agents.model import RunsSpec
 from controlplane.domain.errors import AgentOSError, BadRequest, Unauthenticated
+from controlplane.domain.events.envelope import utcnow
 from controlplane.domain.runs.model import ErrorInfo
 from controlplane.gateway.auth import CredentialCache
 from controlplane.gateway.views import claim_view
 from controlplane.messaging.run_queues import RunQueues
+from controlplane.observability import run_metrics
 from controlplane.service import run_execution as runs
 from controlplane.service.run_execution import AgentIdentity, Settle
 
@@ -87,6 +90,7 @@ async def next_run(
     gateway = _gateway(request)
     wait_s = min(max(float((body or {}).get("waitSeconds", 20)), 0.0), MAX_WAIT_S)
     spec = await gateway.runs_spec(who)
+    polled_at = utcnow()
     until = time.monotonic() + wait_s
     while True:
         left = until - time.monotonic()
@@ -106,11 +110,23 @@ async def next_run(
                 delivery.num_delivered,
             )
         if claim is not None:
+            _observe_start(claim, polled_at)
             return JSONResponse(claim_view(claim, delivery.traceparent))
         await gateway.queues.ack(delivery.reply)  # a run already ended: drop its message
         if time.monotonic() >= until:
             break
     return Response(status_code=204)
+
+
+def _observe_start(claim: runs.Claim, polled_at: datetime) -> None:
+    """The handler took a delivery: queue wait, and dispatch latency when the handler was
+    already waiting for work when the run was created (the SLI of architecture/slos.md)."""
+    run = claim.run
+    run_metrics.run_started(
+        run.status.attempt,
+        (utcnow() - run.created_at).total_seconds(),
+        handler_was_waiting=polled_at <= run.created_at,
+    )
 
 
 def _attempt(body: dict[str, Any] | None) -> int | None:

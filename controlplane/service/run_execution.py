@@ -23,6 +23,8 @@ from controlplane.domain.records import AgentRecord
 from controlplane.domain.runs.lifecycle import RunPhase, RunReason, is_terminal
 from controlplane.domain.runs.model import ErrorInfo, RunRecord
 from controlplane.domain.runs.steps import Checkpoint, Step, parse_step
+from controlplane.observability import run_metrics
+from controlplane.observability.run_tracing import record_step_span
 from controlplane.observability.tracing import traced
 from controlplane.service.runs import run_event
 from controlplane.service.runs import transition as move_run
@@ -160,6 +162,12 @@ def _live(record: RunRecord) -> RunRecord:
     return record
 
 
+def _observe_step(run_id: str, step: Step) -> None:
+    """A step recorded: its GenAI metrics and its span under the run's trace."""
+    run_metrics.observe_step(step)
+    record_step_span(run_id, None, step)
+
+
 @dataclass(frozen=True)
 class Beat:
     """A heartbeat's answer; `reply` is the delivery to extend (None: none held)."""
@@ -200,6 +208,7 @@ async def record_step(
     record = _live(await _own_run(uow, who, name, step.attempt))
     journaled, written = await uow.runs.record_step(record.id, step)
     if written:
+        uow.after_commit(lambda: _observe_step(record.id, step))
         usage = record.status.usage + step.usage
         await uow.runs.set_phase(record, record.status.model_copy(update={"usage": usage}))
         await uow.outbox.add(

@@ -34,7 +34,8 @@ from controlplane.domain.runs.lifecycle import (
 from controlplane.domain.runs.model import RunRecord, RunSpec, RunStatus, parse_run_create
 from controlplane.domain.runs.steps import Step
 from controlplane.domain.selectors import parse_selector
-from controlplane.observability import tracing
+from controlplane.observability import run_metrics, tracing
+from controlplane.observability.run_tracing import record_run_span
 from controlplane.observability.tracing import traced
 from controlplane.service.idempotency import IdempotencyRequest
 from controlplane.service.idempotency import begin as idempotency_begin
@@ -282,6 +283,12 @@ def phase_payload(before: RunRecord, after: RunRecord, reason: str, message: str
     }
 
 
+def _observe_end(record: RunRecord) -> None:
+    """A run ended: its metrics and its `invoke_agent` span."""
+    run_metrics.observe_run_finished(record)
+    record_run_span(record, None)
+
+
 async def transition(
     uow: UnitOfWork,
     record: RunRecord,
@@ -305,6 +312,10 @@ async def transition(
     event = await uow.outbox.add(
         run_event(saved, PHASE_EVENTS[to_phase], phase_payload(record, saved, reason, message))
     )
+    if is_terminal(to_phase):
+        uow.after_commit(lambda: _observe_end(saved))
+    elif record.phase is RunPhase.RUNNING and to_phase is RunPhase.DISPATCHED:
+        uow.after_commit(run_metrics.run_redelivered)
     await uow.audit.record(
         audit_action,
         resource_of(saved),

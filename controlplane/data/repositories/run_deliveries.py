@@ -5,13 +5,13 @@ acknowledge a run's JetStream delivery (architecture/runs.md)."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.outbox.relay_store import outbox_row, write_dead_letter
 from controlplane.data.repositories.runs import to_record
@@ -129,3 +129,17 @@ class RunDeliveryRepository:
             int(row.delivery_seq or 0),
             as_utc(row.heartbeat_at) if row.heartbeat_at else None,
         )
+
+
+def run_phase_counter(engine: AsyncEngine) -> Callable[[], Awaitable[dict[RunPhase, int]]]:
+    """Live runs by phase, each call on a connection of its own: the port the inventory
+    gauge `agentos_runs_in_flight` reads (controlplane/observability/inventory.py)."""
+
+    async def count() -> dict[RunPhase, int]:
+        query = (
+            select(runs.c.phase, func.count()).where(runs.c.phase.in_(_LIVE)).group_by(runs.c.phase)
+        )
+        async with engine.connect() as conn:
+            return {RunPhase(p): int(n) for p, n in await conn.execute(query)}
+
+    return count
