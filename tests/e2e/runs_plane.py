@@ -25,7 +25,7 @@ TERMINAL = {"Succeeded", "Failed", "Canceled", "TimedOut"}
 class Plane:
     """One control plane (database, NATS, state directory), restartable."""
 
-    def __init__(self, tmp: Path, database_url: str, nats_url: str) -> None:
+    def __init__(self, tmp: Path, database_url: str, nats_url: str | None) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -34,9 +34,10 @@ class Plane:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AGENTOS_")},
             "AGENTOS_DATABASE_URL": database_url,
-            "AGENTOS_NATS_URL": nats_url,
+            # None: serve starts its embedded nats-server (adr/0013).
+            **({"AGENTOS_NATS_URL": nats_url} if nats_url else {}),
             "AGENTOS_PORT": str(self.port),
-            "AGENTOS_GRPC_PORT": "0",
+            "AGENTOS_GRPC_PORT": str(free_port()),
             "AGENTOS_GATEWAY_PORT": str(free_port()),
             "AGENTOS_STATE_DIR": str(tmp / "state"),
             "AGENTOS_RUNTIME": "process",
@@ -45,6 +46,9 @@ class Plane:
             "AGENTOS_LOG_FORMAT": "json",
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        subprocess.run(
+            [*CLI, "db", "upgrade"], env=self.env, capture_output=True, timeout=120, check=True
+        )
         token = subprocess.run(
             [*CLI, "token", "create", "--principal", "runs-e2e", "--platform-admin"],
             env=self.env, capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,

@@ -6,15 +6,20 @@ One control plane serves the module; each test has its own tenant and agent.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import httpx
 import pytest
+from google.protobuf import json_format
 
+from controlplane.api.grpc.gen import run_service_pb2, run_service_pb2_grpc
 from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
 from tests.conftest import service_setting
@@ -68,6 +73,30 @@ def test_a_run_goes_pending_dispatched_running_succeeded_with_its_steps(plane: P
     assert "run.dispatch" not in phases, "the queue message is not an event users see"
     assert phases.count("run.step_recorded") == 4
     assert phases.index("run.started") < phases.index("run.step_recorded")
+
+
+def test_twenty_concurrent_creates_with_one_idempotency_key_make_one_run_that_runs_once(
+    plane: Plane,
+) -> None:
+    tenant = tenant_name()
+    plane.apply_agent(tenant, "once", concurrency=4)
+    url = f"{plane.base}/api/v1/tenants/{tenant}/agents/once/runs"
+    headers = {**plane.http.headers, "Idempotency-Key": f"k-{tenant}"}
+
+    def create() -> tuple[int, str]:
+        answer = httpx.post(url, json={"input": {"steps": 2}}, headers=headers, timeout=30)
+        return answer.status_code, answer.text
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: create(), range(20)))
+    created = {json.loads(text)["metadata"]["name"] for code, text in answers if code == 201}
+    assert len(created) == 1, answers
+    assert {code for code, _ in answers} <= {201, 409}, "a key still in flight answers 409"
+    [name] = created
+    assert plane.wait_run(tenant, name)["status"]["phase"] == "Succeeded"
+    listed = plane.http.get(f"/api/v1/tenants/{tenant}/runs").json()["items"]
+    assert [r["metadata"]["name"] for r in listed] == [name]
+    assert sorted(e[1] for e in plane.effects() if e[0] == name) == [1, 2]
 
 
 def test_kill_9_of_the_sandbox_mid_run_resumes_on_attempt_2_without_repeating_steps(
@@ -229,3 +258,33 @@ def test_the_sdk_agents_sandbox_holds_a_gateway_url_and_its_own_credential(
     assert env["AGENTOS_GATEWAY_URL"].startswith("http://127.0.0.1:")
     assert env["AGENTOS_AGENT_TOKEN"].startswith("aosa_")
     assert "AGENTOS_DATABASE_URL" not in env and "AGENTOS_NATS_URL" not in env
+
+
+def test_on_sqlite_with_the_embedded_nats_a_run_made_through_grpc_succeeds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp = tmp_path_factory.mktemp("sqlite-runs")
+    control = Plane(tmp, f"sqlite+aiosqlite:///{tmp / 'agentos.db'}", None)
+    control.start()
+    try:
+        tenant = tenant_name()
+        control.apply_agent(tenant, "lite")
+        channel = grpc.insecure_channel(f"127.0.0.1:{control.env['AGENTOS_GRPC_PORT']}")
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        request = run_service_pb2.CreateRunRequest(tenant=tenant, agent="lite")
+        request.input.struct_value.update({"steps": 3})
+        token = control.http.headers["Authorization"]
+        made = stub.Create(request, metadata=(("authorization", token),), timeout=30)
+        name = made.metadata.name
+        run = control.wait_run(tenant, name)
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        assert [s["callId"] for s in control.steps(tenant, name)] == ["1", "2", "3"]
+        got = stub.Get(
+            run_service_pb2.GetRunRequest(tenant=tenant, name=name),
+            metadata=(("authorization", token),),
+            timeout=30,
+        )
+        assert json_format.MessageToDict(got.status)["phase"] == "Succeeded"
+        channel.close()
+    finally:
+        control.stop()
