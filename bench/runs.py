@@ -39,32 +39,27 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import nats
 from nats.js.api import ConsumerConfig, StreamConfig
 from sqlalchemy.engine import make_url
 
+from bench.runs_plane import AGENT_SCRIPT, TENANT, Plane, Stamps
+from bench.runs_profile import CpuWindow, start_py_spy, stop_py_spy
 from harness.nats import PrivateNats
 from harness.postgres import create_database, drop_database
-from harness.serve import ROOT, ServeProcess, machine_busy_seconds, process_cpu_seconds
+from harness.serve import ServeProcess
 from harness.stats import percentile
 
-# Its own folder: a script's folder is on sys.path, and bench/operator.py would shadow the
-# standard library's `operator`.
-AGENT_SCRIPT = ROOT / "bench" / "agents" / "run_agent.py"
-TENANT = "bench-runs"
 TERMINAL = ("Succeeded", "Failed", "Canceled", "TimedOut")
 GOAL_P50_MS, GOAL_P99_MS, GOAL_RUNS_PER_S = 15.0, 50.0, 300.0
 
@@ -93,124 +88,6 @@ def ns_of(timestamp: str | datetime | None) -> int | None:
         else datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     )
     return int(moment.timestamp() * 1_000_000) * 1000
-
-
-class Stamps(asyncio.DatagramProtocol):
-    """The handlers' `start <run> <attempt> <ns>` datagrams, by (run, attempt)."""
-
-    def __init__(self) -> None:
-        self.seen: dict[tuple[str, int], int] = {}
-        self._waiters: dict[tuple[str, int], asyncio.Future[int]] = {}
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        _, run, attempt, stamp = data.decode().split()
-        key = (run, int(attempt))
-        self.seen[key] = int(stamp)
-        waiter = self._waiters.pop(key, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(int(stamp))
-
-    async def wait(self, run: str, attempt: int, timeout_s: float) -> int:
-        """The handler-start stamp of `run` on `attempt` (TimeoutError after `timeout_s`)."""
-        key = (run, attempt)
-        if key in self.seen:
-            return self.seen[key]
-        waiter = self._waiters.setdefault(key, asyncio.get_running_loop().create_future())
-        return await asyncio.wait_for(waiter, timeout_s)
-
-
-class Plane:
-    """The benchmark's view of serve: its API client, the agents, the runs, the database."""
-
-    def __init__(self, serve: ServeProcess, dsn: str, stamps: Stamps, stamp_port: int) -> None:
-        self.serve = serve
-        self.dsn = dsn
-        self.stamps = stamps
-        self.stamp_port = stamp_port
-        self.markers = serve.tmp / "markers"
-        self.markers.mkdir(exist_ok=True)
-        self.http = httpx.AsyncClient(
-            base_url=serve.base,
-            headers={"Authorization": f"Bearer {serve.token}"},
-            timeout=30,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-        )
-        self.api = f"/api/v1/tenants/{TENANT}"
-
-    async def apply_agent(self, name: str, **runs: Any) -> None:
-        manifest = {
-            "apiVersion": "agentos.io/v1alpha1",
-            "kind": "Agent",
-            "metadata": {"name": name},
-            "spec": {
-                "image": "local/bench-run-agent",
-                "command": [sys.executable, str(AGENT_SCRIPT)],
-                "runtime": {"class": "process"},
-                "restartPolicy": "Always",
-                "readiness": {"heartbeat": {}, "periodSeconds": 1},
-                "env": [
-                    {"name": "PYTHONPATH", "value": str(ROOT / "sdk" / "python")},
-                    {"name": "BENCH_STAMP_PORT", "value": str(self.stamp_port)},
-                    {"name": "BENCH_MARKER_DIR", "value": str(self.markers)},
-                ],
-                "runs": runs,
-            },
-        }
-        answer = await self.http.post(f"{self.api}/agents", json=manifest)
-        if answer.status_code != 201:
-            raise RuntimeError(f"agent {name}: {answer.status_code} {answer.text}")
-
-    async def agent(self, name: str) -> dict[str, Any]:
-        answer = await self.http.get(f"{self.api}/agents/{name}")
-        answer.raise_for_status()
-        body: dict[str, Any] = answer.json()
-        return body
-
-    async def wait_ready(self, names: list[str], timeout_s: float) -> None:
-        pending = set(names)
-        deadline = time.monotonic() + timeout_s
-        last: dict[str, Any] = {}
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} agents not Ready within {timeout_s}s: {last}")
-            for name in sorted(pending):
-                last = (await self.agent(name))["status"]
-                if last.get("phase") == "Ready":
-                    pending.discard(name)
-            await asyncio.sleep(0.5)
-
-    async def submit(self, agent: str, run_input: Any) -> tuple[str, int, int]:
-        """(run name, ns before the POST, ns at its 201)."""
-        started = time.time_ns()
-        answer = await self.http.post(f"{self.api}/agents/{agent}/runs", json={"input": run_input})
-        answered = time.time_ns()
-        if answer.status_code != 201:
-            raise RuntimeError(f"create run: {answer.status_code} {answer.text}")
-        return str(answer.json()["metadata"]["name"]), started, answered
-
-    async def run_status(self, name: str) -> dict[str, Any]:
-        answer = await self.http.get(f"{self.api}/runs/{name}")
-        answer.raise_for_status()
-        status: dict[str, Any] = answer.json()["status"]
-        return status
-
-    async def wait_run(
-        self, name: str, done: Callable[[dict[str, Any]], bool], timeout_s: float, poll_s: float
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status = await self.run_status(name)
-            if done(status):
-                return status
-            await asyncio.sleep(poll_s)
-        raise TimeoutError(f"run {name} not as expected within {timeout_s}s")
-
-    async def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
 
 
 # -- 1. dispatch latency -------------------------------------------------------------------------
@@ -317,35 +194,6 @@ async def dispatch_latency(plane: Plane, nats_url: str, count: int) -> dict[str,
 # -- 2. throughput -------------------------------------------------------------------------------
 
 
-class CpuWindow:
-    """CPU seconds of serve, the agents' sandboxes, nats-server, this process and the machine
-    between `start()` and `stop()`."""
-
-    def __init__(self, serve: ServeProcess, agent_pids: list[int], nats_pid: int) -> None:
-        self.pids = {"serve": [serve.pid], "agents": agent_pids, "nats": [nats_pid]}
-        self.before: dict[str, float] = {}
-
-    def read(self) -> dict[str, float]:
-        totals = {}
-        for group, pids in self.pids.items():
-            total = 0.0
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    total += process_cpu_seconds(pid)
-            totals[group] = total
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        totals["load_generator"] = usage.ru_utime + usage.ru_stime
-        totals["machine"] = machine_busy_seconds()
-        return totals
-
-    def start(self) -> None:
-        self.before = self.read()
-
-    def stop(self) -> dict[str, float]:
-        after = self.read()
-        return {k: after[k] - self.before[k] for k in after}
-
-
 async def submit_all(
     plane: Plane, agents: list[str], runs: int, seconds: float, in_flight: int
 ) -> tuple[list[int], list[str]]:
@@ -444,51 +292,6 @@ async def throughput(plane: Plane, args: argparse.Namespace, nats_pid: int) -> d
     }
 
 
-def start_py_spy(binary: str | None, serve: ServeProcess, seconds: float) -> Any:
-    """py-spy sampling serve (raw collapsed stacks in serve.tmp / "py-spy.txt"), or None."""
-    if not binary:
-        return None
-    out = serve.tmp / "py-spy.txt"
-    command = [binary, "record", "--pid", str(serve.pid), "--format", "raw", "--rate", "200"]
-    command += ["--duration", str(int(seconds)), "--nonblocking", "--output", str(out)]
-    import subprocess
-
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, out
-
-
-def stop_py_spy(profiler: Any) -> None:
-    """Stop py-spy (it writes on SIGINT) and print serve's hottest frames by self and total
-    samples to stderr."""
-    if profiler is None:
-        return
-    proc, out = profiler
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    if not out.exists():
-        log("py-spy wrote nothing")
-        return
-    leaf: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        n = int(count)
-        total += n
-        leaf[frames[-1]] = leaf.get(frames[-1], 0) + n
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + n
-    log(f"py-spy: {total} samples of serve (raw stacks in {out})")
-    for title, table in (("self", leaf), ("total", inclusive)):
-        log(f"py-spy top by {title}:")
-        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
-            log(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
-    kept = Path(tempfile.gettempdir()) / "bench-runs-py-spy.txt"
-    shutil.copy(out, kept)
-    log(f"py-spy raw stacks kept in {kept}")
-
-
 # -- 3. recovery ---------------------------------------------------------------------------------
 
 
@@ -509,7 +312,7 @@ async def one_recovery(plane: Plane, agent: str) -> dict[str, Any]:
     os.kill(pid, signal.SIGKILL)
     seen: dict[str, int] = {}
     deadline = time.monotonic() + 120
-    while "running_again" not in seen and time.monotonic() < deadline:
+    while not {"running_again", "agent_ready_again"} <= seen.keys() and time.monotonic() < deadline:
         status = await plane.run_status(run)
         phase = (await plane.agent(agent))["status"].get("phase")
         now = time.time_ns()
@@ -517,8 +320,8 @@ async def one_recovery(plane: Plane, agent: str) -> dict[str, Any]:
             seen.setdefault("agent_not_ready", now)
         elif "agent_not_ready" in seen:
             seen.setdefault("agent_ready_again", now)
-        if status["phase"] == "Running" and status.get("attempt") == 2:
-            seen["running_again"] = now
+        if status.get("attempt") == 2 and status["phase"] in ("Running", *TERMINAL):
+            seen.setdefault("running_again", now)
         await asyncio.sleep(0.02)
     handler = await plane.stamps.wait(run, 2, 30)
     final = await plane.wait_run(run, lambda s: s["phase"] in TERMINAL, 60, 0.05)
