@@ -16,7 +16,7 @@ bootstrap: ## Install uv and the Python environment (.venv) from uv.lock
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet --python python3
 
-run: bootstrap ## Agent OS on embedded defaults (SQLite, no NATS) + the example agents, at :8080
+run: bootstrap ## Agent OS on embedded defaults (SQLite, embedded NATS) + the example agents and their runs, at :8080
 	UV=$(UV) hack/run.sh
 
 up: bootstrap services ## The full local stack: real services, Prometheus + Agent OS on PostgreSQL and NATS

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: Agent OS on embedded defaults (SQLite, no NATS) with the example agents.
+# `make run`: Agent OS on embedded defaults (SQLite, the embedded nats-server) with the
+# example agents, then one run to each agent on the SDK, followed live.
 #
 # Starts the private containerd of hack/services.sh (runc and gVisor sandboxes, the example
 # image), then `agentos serve`, applies examples/agents/ and shows the agents until all are
@@ -11,7 +12,7 @@ UV=${UV:-uv}
 
 hack/services.sh up containerd
 set -a; . .services/env; set +a
-unset AGENTOS_DATABASE_URL AGENTOS_NATS_URL      # embedded defaults: SQLite, no relay
+unset AGENTOS_DATABASE_URL AGENTOS_NATS_URL      # embedded defaults: SQLite, own nats-server
 export AGENTOS_RUNTIME=containerd AGENTOS_LOG_FORMAT=${AGENTOS_LOG_FORMAT:-console}
 export AGENTOS_STATE_DIR=${AGENTOS_STATE_DIR:-$ROOT/.agentos}
 export AGENTOS_SANDBOX_DIR=${AGENTOS_SANDBOX_DIR:-$AGENTOS_STATE_DIR/sandboxes}
