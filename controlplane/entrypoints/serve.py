@@ -50,8 +50,8 @@ def main(settings: Settings, host: str | None = None, port: int | None = None) -
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
     embedded: EmbeddedNats | None = None
-    needs_nats = component_set(settings) & {"relay", "controller", "gateway"}
-    if not settings.nats_url and settings.embedded_nats and needs_nats:
+    # Embedded only where the relay runs too: without it no run would reach its queue.
+    if not settings.nats_url and settings.embedded_nats and "relay" in component_set(settings):
         embedded = EmbeddedNats(settings.state_dir)
         settings = settings.model_copy(update={"nats_url": await embedded.start()})
     try:

@@ -39,9 +39,11 @@ AGENT = {
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """`agentos serve` on SQLite; yields the environment of a CLI holding an admin token."""
+    """`agentos serve` on SQLite; yields the environment of a CLI holding an admin token.
+    No NATS (embedded off): the runs these tests make stay Pending, and steps are written
+    through the service layer, so the CLI's views are tested without an agent."""
     port = free_port()
-    env = embedded_env(tmp_path)
+    env = {**embedded_env(tmp_path), "AGENTOS_EMBEDDED_NATS": "false"}
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)],

@@ -96,7 +96,7 @@ def test_serve_without_a_nats_url_runs_jetstream_on_loopback_with_credentials(
         password = password_file.read_text().strip()
         url = f"nats://agentos:{password}@127.0.0.1:{nats_port}"
         # The relay declared its streams on the embedded server.
-        assert asyncio.run(stream_names(url)) == ["AGENTOS_DLQ", "AGENTOS_EVENTS"]
+        assert asyncio.run(stream_names(url)) == ["AGENTOS_DLQ", "AGENTOS_EVENTS", "AGENTOS_RUNS"]
         with pytest.raises(NatsError):
             asyncio.run(stream_names(f"nats://127.0.0.1:{nats_port}"))
         with pytest.raises(NatsError):
@@ -128,7 +128,7 @@ def test_the_embedded_server_dies_with_a_killed_serve_and_the_next_serve_starts_
         assert (state / "nats" / "password").read_text() == password, "credentials kept"
         _, nats_port = listen_address(state)
         url = f"nats://agentos:{password.strip()}@127.0.0.1:{nats_port}"
-        assert asyncio.run(stream_names(url)) == ["AGENTOS_DLQ", "AGENTOS_EVENTS"]
+        assert asyncio.run(stream_names(url)) == ["AGENTOS_DLQ", "AGENTOS_EVENTS", "AGENTOS_RUNS"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -291,6 +291,7 @@ DEFAULT_OBJECTS = {
     ("ConfigMap", "agentos-dashboard-agents"),
     ("ConfigMap", "agentos-dashboard-api"),
     ("ConfigMap", "agentos-dashboard-outbox"),
+    ("ConfigMap", "agentos-dashboard-runs"),
     ("ConfigMap", "agentos-dashboard-slo"),
 }
 MONITORING_OBJECTS = {
