@@ -301,7 +301,8 @@ async def one_recovery(plane: Plane, agent: str) -> dict[str, Any]:
     run, _, _ = await plane.submit(agent, {"mode": "hold"})
     marker = plane.markers / f"{run}.waiting"
     deadline = time.monotonic() + 60
-    while not marker.exists():
+    # The marker holds the handler's pid once written whole (an empty file is mid-write).
+    while not (marker.exists() and marker.read_text().strip()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run} never reached its wait point")
         await asyncio.sleep(0.02)

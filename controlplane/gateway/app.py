@@ -44,12 +44,22 @@ class Gateway:
         self.uow = uow
         self.queues = queues
         self.credentials = CredentialCache(uow, auth_ttl_s)
+        self._ttl_s = auth_ttl_s
+        self._specs: dict[str, tuple[RunsSpec, float]] = {}
 
     async def runs_spec(self, who: AgentIdentity) -> RunsSpec:
+        """The caller's `spec.runs`, read at most every `auth_ttl_s` (like the credential)."""
+        now = time.monotonic()
+        cached = self._specs.get(who.agent_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         async with self.uow() as uow:
             agent = await uow.agents.find(who.tenant, who.agent)
         if agent is None or agent.id != who.agent_id:
             raise Unauthenticated("the agent of this credential is gone")
+        if len(self._specs) > 10_000:
+            self._specs.clear()
+        self._specs[who.agent_id] = (agent.spec.runs, now + self._ttl_s)
         return agent.spec.runs
 
     async def settle(self, settle: Settle) -> None:

@@ -132,8 +132,9 @@ async def claim(
         startedAt=started,
     )
     await uow.deliveries.hold(record.id, reply, stream_seq)
-    journal = await uow.runs.journal(record.id)
-    checkpoint = await uow.runs.load_checkpoint(record.id)
+    # A first delivery has no journal and no checkpoint yet: two reads saved per run.
+    journal = await uow.runs.journal(record.id) if delivered > 1 else []
+    checkpoint = await uow.runs.load_checkpoint(record.id) if delivered > 1 else None
     await uow.commit()
     return Claim(record, journal, checkpoint)
 
