@@ -8,6 +8,7 @@ What the pages *say* is not checked here; what they *point at* is.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,22 @@ def test_every_architecture_page_is_listed_in_its_index() -> None:
     index = text_of(ARCH / "README.md")
     linked = set(_LINK.findall(index))
     assert {p.name for p in PAGES if p.name != "README.md"} <= linked
+
+
+BRIEF_CITATION = "DESIGN" + " §"  # spelled apart, so this file does not cite it
+
+
+def test_nothing_cites_the_design_brief_by_section() -> None:
+    """The project's own pages hold the rules (adr/0012-layout.md): code and docs cite
+    architecture/ and adr/, never the brief's sections."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    citing = [
+        name
+        for name in tracked
+        if (ROOT / name).is_file()
+        and name.endswith((".py", ".md", ".yml", ".yaml", ".json", ".proto", ".sh", ".toml"))
+        and BRIEF_CITATION in (ROOT / name).read_text(errors="replace")
+    ]
+    assert citing == []
