@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -53,18 +54,26 @@ def credential_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def issue_credential(uow: UnitOfWork, record: AgentRecord, sandbox_id: str) -> str:
-    """A new credential for the agent's sandbox `sandbox_id`; every other credential of the
-    agent is revoked (one sandbox per agent). Returns the secret (`aosa_` + 256 random bits),
-    never stored. Commits."""
-    secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
-    await uow.credentials.revoke_agent(record.id, except_sandbox=sandbox_id)
-    credential = AgentCredential(
-        uuid.uuid4().hex, record.tenant, record.id, record.name, sandbox_id, utcnow(), None
-    )
-    await uow.credentials.add(credential, credential_hash(secret))
+async def issue_credentials(
+    uow: UnitOfWork, sandboxes: Sequence[tuple[AgentRecord, str]]
+) -> list[str]:
+    """A new credential for each `(agent, sandbox id)`; every earlier credential of those
+    agents is revoked (one sandbox per agent). Returns the secrets (`aosa_` + 256 random
+    bits), in order, never stored. Two statements for the whole batch. Commits."""
+    secrets_out: list[str] = []
+    credentials: list[tuple[AgentCredential, str]] = []
+    now = utcnow()
+    for record, sandbox_id in sandboxes:
+        secret = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+        credential = AgentCredential(
+            uuid.uuid4().hex, record.tenant, record.id, record.name, sandbox_id, now, None
+        )
+        secrets_out.append(secret)
+        credentials.append((credential, credential_hash(secret)))
+    await uow.credentials.revoke_agents([record.id for record, _ in sandboxes])
+    await uow.credentials.add_many(credentials)
     await uow.commit()
-    return secret
+    return secrets_out
 
 
 async def authenticate_agent(uow: UnitOfWork, secret: str | None) -> AgentIdentity:

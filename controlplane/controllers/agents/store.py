@@ -27,6 +27,7 @@ class AgentStore:
         self._reads: Batcher[str, AgentRecord | None] = Batcher(self._read_agents)
         self._writes: Batcher[svc.StatusChange, AgentRecord] = Batcher(self._write_changes)
         self._unpublished: Batcher[str, int] = Batcher(self._count_unpublished)
+        self._credentials: Batcher[tuple[AgentRecord, str], str] = Batcher(self._issue)
 
     def uow(self) -> UnitOfWork:
         """A UnitOfWork of the controller (principal `system:controller`)."""
@@ -47,12 +48,11 @@ class AgentStore:
 
     async def issue_credential(self, record: AgentRecord, sandbox_id: str) -> str:
         """A new sandbox credential for the agent's sandbox (service.run_execution)."""
-        async with self.uow() as uow:
-            return await run_execution.issue_credential(uow, record, sandbox_id)
+        return await self._credentials.submit((record, sandbox_id))
 
     async def close(self) -> None:
         """Cancel the batches in flight."""
-        for batcher in (self._reads, self._writes, self._unpublished):
+        for batcher in (self._reads, self._writes, self._unpublished, self._credentials):
             await batcher.close()
 
     async def _read_agents(self, agent_ids: list[str]) -> list[AgentRecord | None]:
@@ -66,6 +66,10 @@ class AgentStore:
             results = await svc.change_statuses(uow, changes)
             await uow.commit()
         return results
+
+    async def _issue(self, sandboxes: list[tuple[AgentRecord, str]]) -> list[str]:
+        async with self.uow() as uow:
+            return await run_execution.issue_credentials(uow, sandboxes)
 
     async def _count_unpublished(self, agent_ids: list[str]) -> list[int]:
         counts = await self.reads.unpublished_events(svc.AGGREGATE, agent_ids)

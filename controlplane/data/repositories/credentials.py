@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,41 @@ class AgentCredentialRepository:
                 revoked_at=None,
             )
         )
+
+    async def add_many(self, credentials: Sequence[tuple[AgentCredential, str]]) -> None:
+        """Store new credentials, each with its `token_hash`, in one statement."""
+        if not credentials:
+            return
+        await self._conn.execute(
+            insert(agent_credentials),
+            [
+                {
+                    "id": c.id,
+                    "token_hash": token_hash,
+                    "tenant": c.tenant,
+                    "agent_id": c.agent_id,
+                    "agent": c.agent,
+                    "sandbox_id": c.sandbox_id,
+                    "created_at": c.created_at,
+                    "revoked_at": None,
+                }
+                for c, token_hash in credentials
+            ],
+        )
+
+    async def revoke_agents(self, agent_ids: Sequence[str]) -> int:
+        """Revoke every live credential of these agents, in one statement; the count."""
+        if not agent_ids:
+            return 0
+        result = await self._conn.execute(
+            update(agent_credentials)
+            .where(
+                agent_credentials.c.agent_id.in_(list(agent_ids)),
+                agent_credentials.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+        return int(result.rowcount or 0)
 
     async def by_hash(self, token_hash: str) -> AgentCredential | None:
         """The credential whose secret hashes to `token_hash`, revoked or not."""
