@@ -49,10 +49,10 @@ from sqlalchemy import select
 
 from controlplane.data.engine import create_engine
 from controlplane.data.tables import agents as agents_table
+from harness import kube as kc
 from harness.postgres import create_database, drop_database
 from harness.stats import percentile
 from harness.waiting import wait_until
-from tests import kube_cluster as kc
 
 Agent = create_namespaced_resource("agentos.io", "v1alpha1", "Agent", "agents")
 

@@ -9,10 +9,7 @@ import tempfile
 from pathlib import Path
 
 from harness.ports import free_port, wait_until_port_open
-
-
-class ServiceMissing(RuntimeError):
-    """A binary the harness needs is not installed (run `make services`)."""
+from harness.services import ServiceMissing
 
 
 class PrivateNats:

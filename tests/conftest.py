@@ -7,38 +7,25 @@ service that is not there fails, naming `make services`; it never skips
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from harness.services import ServiceMissing, services_env
+from harness.services import service_setting as harness_setting
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _read_services_env() -> dict[str, str]:
-    path = Path(os.environ.get("AGENTOS_SERVICES_ENV", ROOT / ".services" / "env"))
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                values[key] = value
-    return values
-
-
-SERVICES_ENV = _read_services_env()
+SERVICES_ENV = services_env()
 
 
 def service_setting(key: str, service: str) -> str:
     """The value of `key` from `.services/env`, or fail the test naming `make services`."""
-    value = os.environ.get(key) or SERVICES_ENV.get(key)
-    if not value:
-        pytest.fail(
-            f"{service} is not available ({key} is not set): run `make services` first",
-            pytrace=False,
-        )
-    return value
+    try:
+        return harness_setting(key, service)
+    except ServiceMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

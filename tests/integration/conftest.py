@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controlplane.data import migrate
 from controlplane.data.engine import create_engine
 from controlplane.messaging.streams import DLQ_STREAM, EVENTS_STREAM, RUNS_STREAM
-from harness.nats import PrivateNats, ServiceMissing
+from harness.nats import PrivateNats
 from harness.postgres import create_database, drop_database
+from harness.services import ServiceMissing
 from tests.conftest import service_setting
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import kube_cluster as kc
+from harness import kube as kc
 from tests.conftest import service_setting
 
 pytestmark = pytest.mark.kube

@@ -31,8 +31,8 @@ from controlplane.domain.quantity import parse_quantity
 from controlplane.domain.records import AgentRecord
 from controlplane.service import tenants as tenant_service
 from controlplane.service.agents import KUBERNETES_UID
+from harness import kube as kc
 from harness.waiting import eventually, wait_until
-from tests import kube_cluster as kc
 
 pytestmark = pytest.mark.kube
 

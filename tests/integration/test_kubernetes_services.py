@@ -17,8 +17,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from harness import kube as kc
 from harness.waiting import wait_until
-from tests import kube_cluster as kc
 from tests.conftest import service_setting
 
 pytestmark = pytest.mark.kube

@@ -13,8 +13,8 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.coordination_v1 import Lease
 
+from harness import kube as kc
 from operators.agent.leader import LeaderElector, LeaseSettings
-from tests import kube_cluster as kc
 
 pytestmark = pytest.mark.kube
 

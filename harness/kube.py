@@ -22,8 +22,8 @@ from typing import IO, Any
 import yaml
 
 from harness.ports import free_port
+from harness.services import service_setting
 from harness.waiting import wait_until
-from tests.conftest import service_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "Kubernetes (kube-apiserver, etcd, KWOK)"
