@@ -305,11 +305,6 @@ class FakeOutboxWriter(OutboxWriter):
         self.written += len(envelopes)
         return envelopes
 
-    async def unpublished_by_aggregate(
-        self, aggregate_type: str, aggregate_ids: list[str]
-    ) -> dict[str, int]:
-        raise NotImplementedError("not needed by the service layer")
-
 
 class FakeAuditRepository(AuditRepository):
     def __init__(self, tables: Tables, principal: str) -> None:

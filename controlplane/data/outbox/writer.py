@@ -3,7 +3,7 @@ outbox), each with its gapless per-aggregate sequence (architecture/data-layer.m
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.dialect import dialect_insert
@@ -121,18 +121,3 @@ class OutboxWriter:
         )
         self.written += len(envelopes)
         return envelopes
-
-    async def unpublished_by_aggregate(
-        self, aggregate_type: str, aggregate_ids: list[str]
-    ) -> dict[str, int]:
-        """How many events of each aggregate are not yet Published; absent ids have none."""
-        query = (
-            select(outbox.c.aggregate_id, func.count())
-            .where(
-                outbox.c.aggregate_type == aggregate_type,
-                outbox.c.aggregate_id.in_(aggregate_ids),
-                outbox.c.state == OutboxState.OUTBOX_WRITTEN,
-            )
-            .group_by(outbox.c.aggregate_id)
-        )
-        return {i: int(n) for i, n in await self._conn.execute(query)}
