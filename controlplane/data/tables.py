@@ -248,6 +248,15 @@ runs = Table(
     Index(None, "phase", "deadline_at"),
 )
 
+# The run controller looks every pass for the runs whose delivery a sandbox holds; this
+# partial index keeps that a scan of the few held ones, however many runs the table holds.
+Index(
+    "ix_runs_held",
+    runs.c.phase,
+    postgresql_where=runs.c.delivery_reply.is_not(None),
+    sqlite_where=runs.c.delivery_reply.is_not(None),
+)
+
 # The step journal: one row per (run, callId), first write wins, so a step recorded again
 # after a redelivery keeps its first output (exactly-once effects). `step` is the whole
 # Step document; the other columns are for queries. Journal order is `id` order.

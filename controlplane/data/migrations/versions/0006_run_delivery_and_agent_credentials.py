@@ -23,6 +23,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("delivery_reply", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("delivery_seq", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_runs_held",
+            ["phase"],
+            unique=False,
+            postgresql_where=sa.text("delivery_reply IS NOT NULL"),
+            sqlite_where=sa.text("delivery_reply IS NOT NULL"),
+        )
     op.create_table(
         "agent_credentials",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -46,6 +54,8 @@ def downgrade() -> None:
     with op.batch_alter_table("agent_credentials", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_agent_credentials_agent_id"))
     op.drop_table("agent_credentials")
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_held")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("heartbeat_at")
         batch_op.drop_column("delivery_seq")
