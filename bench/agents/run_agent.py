@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,13 +48,5 @@ async def handle(run: Run) -> Any:
     return {"attempt": run.attempt}
 
 
-def _heartbeat() -> None:
-    path = Path(os.environ["AGENTOS_HEARTBEAT_FILE"])
-    while True:
-        path.touch()
-        time.sleep(0.5)
-
-
 if __name__ == "__main__":
-    threading.Thread(target=_heartbeat, daemon=True).start()
     agent.serve()

@@ -21,7 +21,6 @@ from controlplane.api.errors import (
 )
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import IllegalTransition
-from controlplane.domain.agents.model import RunsSpec
 from controlplane.domain.errors import AgentOSError, BadRequest, Unauthenticated
 from controlplane.domain.events.envelope import utcnow
 from controlplane.domain.runs.model import ErrorInfo
@@ -44,23 +43,6 @@ class Gateway:
         self.uow = uow
         self.queues = queues
         self.credentials = CredentialCache(uow, auth_ttl_s)
-        self._ttl_s = auth_ttl_s
-        self._specs: dict[str, tuple[RunsSpec, float]] = {}
-
-    async def runs_spec(self, who: AgentIdentity) -> RunsSpec:
-        """The caller's `spec.runs`, read at most every `auth_ttl_s` (like the credential)."""
-        now = time.monotonic()
-        cached = self._specs.get(who.agent_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        async with self.uow() as uow:
-            agent = await uow.agents.find(who.tenant, who.agent)
-        if agent is None or agent.id != who.agent_id:
-            raise Unauthenticated("the agent of this credential is gone")
-        if len(self._specs) > 10_000:
-            self._specs.clear()
-        self._specs[who.agent_id] = (agent.spec.runs, now + self._ttl_s)
-        return agent.spec.runs
 
     async def settle(self, settle: Settle) -> None:
         """Send `settle` to the delivery's ack subject."""
@@ -99,7 +81,7 @@ async def next_run(
     """Long poll for the caller's next run: 200 {run, journal}, or 204 after `waitSeconds`."""
     gateway = _gateway(request)
     wait_s = min(max(float((body or {}).get("waitSeconds", 20)), 0.0), MAX_WAIT_S)
-    spec = await gateway.runs_spec(who)
+    spec = who.runs
     polled_at = utcnow()
     until = time.monotonic() + wait_s
     while True:
@@ -191,7 +173,7 @@ async def result(
     """The handler's output, or its error (retried up to spec.runs.maxAttempts)."""
     gateway = _gateway(request)
     error = ErrorInfo.model_validate(body["error"]) if body.get("error") else None
-    spec = await gateway.runs_spec(who)
+    spec = who.runs
     async with gateway.uow() as uow:
         settle = await runs.finish(
             uow,

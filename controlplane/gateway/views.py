@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from controlplane.domain.events.envelope import rfc3339
@@ -13,7 +12,6 @@ def claim_view(claim: Claim, traceparent: str | None = None) -> dict[str, Any]:
     """`{"run": Run, "journal": Journal}` of a claimed delivery (`traceparent`: the W3C
     trace context the dispatch message carried)."""
     run = claim.run
-    deadline = run.created_at + timedelta(seconds=run.spec.timeoutSeconds)
     checkpoint = (
         {"state": claim.checkpoint.state, "callId": None} if claim.checkpoint is not None else None
     )
@@ -25,7 +23,7 @@ def claim_view(claim: Claim, traceparent: str | None = None) -> dict[str, Any]:
             "attempt": run.status.attempt,
             "input": run.spec.input,
             "timeoutSeconds": run.spec.timeoutSeconds,
-            "deadline": rfc3339(deadline),
+            "deadline": rfc3339(run.deadline),
             "labels": run.labels,
             "traceparent": traceparent,
         },

@@ -13,11 +13,11 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
 from controlplane.data.repositories.credentials import AgentCredential
 from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.agents.model import RunsSpec
 from controlplane.domain.errors import RunFinished, RunNotFound, Unauthenticated
 from controlplane.domain.events.envelope import rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
@@ -35,13 +35,15 @@ CREDENTIAL_PREFIX = "aosa_"
 
 @dataclass(frozen=True)
 class AgentIdentity:
-    """Who calls the gateway: one agent (`tenant`/`agent`, uid `agent_id`) from one sandbox."""
+    """Who calls the gateway: one agent (`tenant`/`agent`, uid `agent_id`) from one sandbox,
+    with its `spec.runs` as read when the credential was checked."""
 
     tenant: str
     agent_id: str
     agent: str
     sandbox_id: str
     credential_id: str
+    runs: RunsSpec
 
     @property
     def principal(self) -> str:
@@ -95,6 +97,7 @@ async def authenticate_agent(uow: UnitOfWork, secret: str | None) -> AgentIdenti
         credential.agent,
         credential.sandbox_id,
         credential.id,
+        agent.spec.runs,
     )
 
 
@@ -187,10 +190,6 @@ class Beat:
     reply: str | None
 
 
-def _deadline(record: RunRecord) -> str:
-    return rfc3339(record.created_at + timedelta(seconds=record.spec.timeoutSeconds))
-
-
 async def heartbeat(
     uow: UnitOfWork, who: AgentIdentity, name: str, attempt: int | None = None
 ) -> Beat:
@@ -199,12 +198,12 @@ async def heartbeat(
     Raises RunNotFound. Commits."""
     record = await _own_run(uow, who, name, attempt)
     if record.phase is RunPhase.CANCELED:
-        return Beat(True, _deadline(record), None)
+        return Beat(True, rfc3339(record.deadline), None)
     _live(record)
     held = await uow.deliveries.held(record.id)
     await uow.deliveries.heartbeat(record.id)
     await uow.commit()
-    return Beat(False, _deadline(record), held.reply if held else None)
+    return Beat(False, rfc3339(record.deadline), held.reply if held else None)
 
 
 async def record_step(

@@ -25,6 +25,7 @@ from controlplane.domain.errors import (
 from controlplane.domain.events.envelope import NewEvent, parse_rfc3339, rfc3339, utcnow
 from controlplane.domain.records import AgentRecord, StoredEvent
 from controlplane.domain.runs.lifecycle import (
+    NON_TERMINAL,
     TERMINAL,
     RunPhase,
     RunReason,
@@ -49,7 +50,6 @@ from controlplane.service.listing import (
 
 AGGREGATE = "run"
 DISPATCH = "run.dispatch"  # the queue message: internal, never shown to users
-NON_TERMINAL = tuple(p for p in RunPhase if p not in TERMINAL)
 QUEUED = (RunPhase.PENDING, RunPhase.DISPATCHED)
 # The event written when a run enters a phase (controlplane/domain/events/schemas/run.*).
 PHASE_EVENTS: dict[RunPhase, str] = {

@@ -9,14 +9,13 @@ Run input: {"steps": N, "gate": PATH?, "gate_after": K?, "sleep": S?, "raise": b
 - "sleep": the handler then sleeps S seconds; a cancellation writes $COUNT_DIR/<run>.cancelled;
 - "raise": the handler then raises (a poison run);
 - $COUNT_DIR/spans.log gets "<run> start|end <monotonic ns>" around each handler.
-Readiness: it touches $AGENTOS_HEARTBEAT_FILE while it serves.
+Readiness: the SDK touches $AGENTOS_HEARTBEAT_FILE while it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,13 +66,5 @@ async def handle(run: Run) -> Any:
         _append("spans.log", f"{run.name} end {time.monotonic_ns()}")
 
 
-def _heartbeat() -> None:
-    path = Path(os.environ["AGENTOS_HEARTBEAT_FILE"])
-    while True:
-        path.touch()
-        time.sleep(0.2)
-
-
 if __name__ == "__main__":
-    threading.Thread(target=_heartbeat, daemon=True).start()
     agent.serve()

@@ -21,14 +21,13 @@ from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import Phase
 from controlplane.domain.errors import Conflict
 from controlplane.domain.events.envelope import OutboxState, utcnow
-from controlplane.domain.runs.lifecycle import IllegalTransition, RunPhase, RunReason
+from controlplane.domain.runs.lifecycle import NON_TERMINAL, IllegalTransition, RunPhase, RunReason
 from controlplane.domain.runs.model import RunRecord
 from controlplane.messaging.run_queues import RunQueues
 from controlplane.service.runs import transition as move_run
 
 log = structlog.get_logger("agentos.runs")
 PRINCIPAL = "system:run-controller"
-_LIVE = (RunPhase.PENDING, RunPhase.DISPATCHED, RunPhase.RUNNING, RunPhase.INPUT_REQUIRED)
 
 
 @dataclass
@@ -123,7 +122,7 @@ class RunController:
     async def time_out(self) -> None:
         """Every live run past its deadline is TimedOut (its delivery ended next pass)."""
         async with self._uow(PRINCIPAL) as uow:
-            overdue = await uow.runs.overdue(utcnow(), _LIVE)
+            overdue = await uow.runs.overdue(utcnow(), NON_TERMINAL)
         for record in overdue:
             if await self._move(
                 record,

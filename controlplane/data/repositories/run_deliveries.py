@@ -17,10 +17,10 @@ from controlplane.data.outbox.relay_store import outbox_row, write_dead_letter
 from controlplane.data.repositories.runs import to_record
 from controlplane.data.tables import outbox, runs
 from controlplane.domain.events.envelope import OutboxState, as_utc, utcnow
-from controlplane.domain.runs.lifecycle import TERMINAL, RunPhase
+from controlplane.domain.runs.lifecycle import NON_TERMINAL, RunPhase
 from controlplane.domain.runs.model import RunRecord
 
-_LIVE = [str(p) for p in RunPhase if p not in TERMINAL]
+_LIVE = [str(p) for p in NON_TERMINAL]
 
 
 @dataclass(frozen=True)

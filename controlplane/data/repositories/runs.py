@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -91,7 +91,7 @@ class RunRepository:
                     resource_version=record.resource_version,
                     created_at=record.created_at,
                     updated_at=record.created_at,
-                    deadline_at=record.created_at + timedelta(seconds=record.spec.timeoutSeconds),
+                    deadline_at=record.deadline,
                     **_derived(record.status),
                 )
             )

@@ -23,6 +23,7 @@ from controlplane.domain.agents.lifecycle import IllegalTransition
 
 __all__ = [
     "A2A_STATE",
+    "NON_TERMINAL",
     "TERMINAL",
     "TRANSITIONS",
     "A2ATaskState",
@@ -52,6 +53,9 @@ class RunPhase(StrEnum):
 TERMINAL: frozenset[RunPhase] = frozenset(
     {RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELED, RunPhase.TIMED_OUT}
 )
+# The phases of a run still under way (every one but the terminal ones).
+NON_TERMINAL: tuple[RunPhase, ...] = tuple(p for p in RunPhase if p not in TERMINAL)
+
 # Every phase that is not terminal may end the run this way, whatever the agent does.
 _ENDINGS = frozenset({RunPhase.FAILED, RunPhase.CANCELED, RunPhase.TIMED_OUT})
 

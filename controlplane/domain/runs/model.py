@@ -10,7 +10,7 @@ naming each bad field by JSON pointer (RFC 6901), as `parse_agent` does for agen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -181,6 +181,11 @@ class RunRecord:
     @property
     def phase(self) -> RunPhase:
         return self.status.phase
+
+    @property
+    def deadline(self) -> datetime:
+        """When the run must have ended: creation + `spec.timeoutSeconds` (UTC)."""
+        return self.created_at + timedelta(seconds=self.spec.timeoutSeconds)
 
     def to_object(self) -> dict[str, Any]:
         """The Run as the API and the CLI show it (`Run` dumped to JSON)."""
