@@ -24,7 +24,7 @@ from agentos_sdk import Agent, Run
 STAMPS = ("127.0.0.1", int(os.environ["BENCH_STAMP_PORT"]))
 MARKERS = Path(os.environ["BENCH_MARKER_DIR"])
 _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-agent = Agent()
+agent = Agent(heartbeat_file_seconds=0.5)
 
 
 async def work(i: int) -> dict[str, int]:
