@@ -34,8 +34,9 @@ class Agent:
     `drain_seconds`: on stop, how long in-flight runs may finish before they are abandoned
     (and redelivered). `poll_seconds`: the `runs:next` long poll (0 to 30).
     `heartbeat_file`: the sandbox's liveness file (default `AGENTOS_HEARTBEAT_FILE`; "" for
-    none), touched every `heartbeat_file_seconds` (default 1) while serving, so an agent
-    with `readiness: {heartbeat: {}}` is Ready while it serves.
+    none), touched every `heartbeat_file_seconds` (default 0.3 s, well inside a 1 s readiness
+    period) while serving, so an agent with `readiness: {heartbeat: {}}` is Ready while it
+    serves.
 
     Raises ConfigError, naming the variable, when a setting is missing or malformed.
     """
@@ -50,7 +51,7 @@ class Agent:
         drain_seconds: float = 30.0,
         poll_seconds: float = 20.0,
         heartbeat_file: str | Path | None = None,
-        heartbeat_file_seconds: float = 1.0,
+        heartbeat_file_seconds: float = 0.3,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = load_settings(
