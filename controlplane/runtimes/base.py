@@ -16,6 +16,7 @@ from typing import Any, Protocol
 LABEL_MANAGED = "agentos.io/managed"
 LABEL_AGENT_ID = "agentos.io/agent-id"
 LABEL_TENANT = "agentos.io/tenant"
+LABEL_ADDRESS = "agentos.io/address"  # the sandbox's address on the sandbox bridge
 
 
 class SandboxState(StrEnum):

@@ -1,8 +1,9 @@
 """Optional runtime capabilities: what some backends can do beyond the Runtime port.
 
-Each is a Protocol; a backend has it by having the method (containerd: `Exec`; Kubernetes:
-`NodeCapacity` and `Watches`). Callers ask `capabilities(runtime)` rather than probing for
-attributes, so a wrapper such as InstrumentedRuntime can answer for the backend it wraps.
+Each is a Protocol; a backend has it by having the method (containerd: `Exec` and
+`SweepsLeftovers`; Kubernetes: `NodeCapacity` and `Watches`). Callers ask
+`capabilities(runtime)` rather than probing for attributes, so a wrapper such as
+InstrumentedRuntime can answer for the backend it wraps.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class Watches(Protocol):
         ...
 
 
+@runtime_checkable
+class SweepsLeftovers(Protocol):
+    """Holds per-sandbox resources beside the sandbox itself (containerd: network namespaces,
+    address leases, firewall elements) that a crash can leave behind."""
+
+    async def sweep(self, keep: set[str]) -> int:
+        """Remove the leftovers of every sandbox whose id is not in `keep`; how many."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """The optional capabilities of one backend; None where it lacks one."""
@@ -51,6 +62,7 @@ class Capabilities:
     exec: Exec | None = None
     node_capacity: NodeCapacity | None = None
     watches: Watches | None = None
+    sweeps: SweepsLeftovers | None = None
 
 
 @runtime_checkable
@@ -69,4 +81,5 @@ def capabilities(runtime: object) -> Capabilities:
         exec=runtime if isinstance(runtime, Exec) else None,
         node_capacity=runtime if isinstance(runtime, NodeCapacity) else None,
         watches=runtime if isinstance(runtime, Watches) else None,
+        sweeps=runtime if isinstance(runtime, SweepsLeftovers) else None,
     )

@@ -1,4 +1,4 @@
-"""Readiness probes that need no runtime internals: HTTP GET on loopback and heartbeat files."""
+"""Readiness probes that need no runtime internals: HTTP GET and heartbeat files."""
 
 from __future__ import annotations
 
@@ -8,19 +8,23 @@ from pathlib import Path
 import httpx
 
 
-def probe_url(port: int, path: str) -> str:
-    """http://127.0.0.1:`port``path`, with a leading "/" added to `path` if it lacks one."""
-    return f"http://127.0.0.1:{port}{path if path.startswith('/') else '/' + path}"
+def probe_url(port: int, path: str, host: str = "127.0.0.1") -> str:
+    """http://`host`:`port``path`, with a leading "/" added to `path` if it lacks one."""
+    return f"http://{host}:{port}{path if path.startswith('/') else '/' + path}"
 
 
 async def http_get_ok(
-    port: int, path: str, timeout_s: float, client: httpx.AsyncClient | None = None
+    port: int,
+    path: str,
+    timeout_s: float,
+    client: httpx.AsyncClient | None = None,
+    host: str = "127.0.0.1",
 ) -> bool:
-    """True if GET `probe_url(port, path)` answers 2xx or 3xx within `timeout_s`
+    """True if GET `probe_url(port, path, host)` answers 2xx or 3xx within `timeout_s`
     (Kubernetes httpGet probe semantics: 200 ≤ code < 400). `client`: one to reuse across
     probes; else one is opened for this request. No proxy from the environment is used: the
-    agent is on loopback."""
-    url = probe_url(port, path)
+    agent is on loopback or on the sandbox bridge."""
+    url = probe_url(port, path, host)
     try:
         if client is not None:
             response = await client.get(url, timeout=timeout_s)

@@ -51,6 +51,7 @@ def settings() -> dict[str, str]:
         "AGENTOS_RUNSC_RUNTIME": "containerd (gVisor)",
         "AGENTOS_RUNSC_BINARY": "containerd (gVisor)",
         "AGENTOS_EXAMPLE_IMAGE": "containerd example agent image",
+        "AGENTOS_CNI_IPAM_DIR": "containerd (sandbox network)",
     }
     return {key: service_setting(key, service) for key, service in keys.items()}
 
@@ -178,7 +179,8 @@ async def test_sandbox_lifecycle(
     assert f"AGENT_PORT={port}" in oci["process"]["env"]
     assert "AGENTOS_CONFIG_FILE=/agentos/config.json" in oci["process"]["env"]
     net = [ns for ns in oci["linux"]["namespaces"] if ns["type"] == "network"]
-    assert net == ([] if runtime_class == "runc" else [{"type": "network"}])
+    assert runtime.network is not None
+    assert net == [{"type": "network", "path": str(runtime.network.netns_path(sid))}]
 
     started = await runtime.start(sid)
     assert started.state == SandboxState.RUNNING, started

@@ -70,8 +70,10 @@ class RuntimeClass:
     `runtime`: containerd runtime (shim) name, e.g. `io.containerd.runc.v2`.
     `binary_name`: runc option BinaryName, a runc-compatible binary for the runc v2 shim (e.g.
     a runsc wrapper); "" for the shim's default (`runc` on its PATH).
-    `host_network`: share the host's network namespace (HTTP probes from the host); else the
-    sandbox gets its own and HTTP probes run inside it.
+    `host_network`: without sandbox networking (network.py), share the host's network
+    namespace (HTTP probes from the host); else the sandbox gets an empty one of its own and
+    HTTP probes run inside it. With sandbox networking every class joins its own namespace on
+    the bridge and is probed from the host by its address.
     """
 
     runtime: str = RUNC_V2
@@ -184,7 +186,7 @@ def build_oci_spec(
     gid: int,
     sandbox_dir: Path,
     namespace: str,
-    host_network: bool,
+    netns: str | None,
 ) -> dict[str, Any]:
     """The OCI runtime spec (config.json shape, runtime-spec 1.0) for one sandbox.
 
@@ -195,12 +197,13 @@ def build_oci_spec(
     `--ignore-cgroups`), puts its sandbox process (the Sentry, which runs all of the agent's
     code) there, so the limits hold for gVisor too; the integration test reads them from the
     cgroup of the task's pid for both. On a host where runsc must run with `--ignore-cgroups`
-    they would not be enforced by cgroups at all. Raises SandboxError("InvalidSpec") when
-    neither the image nor the spec gives a command.
+    they would not be enforced by cgroups at all. `netns`: the network namespace to join (a
+    path, network.py), "" for a new empty one, None to share the host's. Raises
+    SandboxError("InvalidSpec") when neither the image nor the spec gives a command.
     """
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if not host_network:
-        namespaces.append({"type": "network"})
+    namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if netns is not None:
+        namespaces.append({"type": "network", **({"path": netns} if netns else {})})
     hostname = "".join(c if c.isalnum() or c in "-." else "-" for c in spec.name)[:63].strip("-.")
     return {
         "ociVersion": "1.0.2-dev",

@@ -15,19 +15,19 @@ One sandbox is:
 - a host folder `<state_dir>/<sandbox_id>/` with `output.log` and `agentos/` (`config.json`,
   the heartbeat file), the latter bind-mounted read-write at `/agentos` in the sandbox.
 
-Runtime classes (`RuntimeClass`):
-- `runc`: containerd's `io.containerd.runc.v2`. The sandbox shares the host's network
-  namespace, so the agent's ports are the host's and an HTTP probe reaches
-  `http://127.0.0.1:<port>` from here. That is no network isolation at all (and two agents
-  cannot listen on one port); it is the price of probing from the host without CNI.
-- `gvisor`: runsc through the runc v2 shim, by runtime name (`io.containerd.gvisor.v2` from
-  hack/services.d/30-containerd.sh) or by runc option BinaryName (a runsc wrapper). runsc runs
-  with `--network=none` there (its own network stack refuses to run in the host's namespace,
-  and `--network=host` leaves loopback down in a namespace of its own): the sandbox has only
-  the Sentry's own loopback, which nothing on the host can reach, and no other network at all.
-  So it gets a fresh network namespace (sharing the host's would change nothing) and an HTTP
-  probe runs *inside* the sandbox, as `wget` through a task exec (the image must have `wget`;
-  busybox has).
+Networking (`network.py`, architecture/networking.md): with AGENTOS_SANDBOX_NETWORK=cni (the
+default) every sandbox, runc and gVisor alike, joins a network namespace of its own with an
+address on the bridge `agentos0` (label `agentos.io/address` on the container); HTTP probes go
+from the host to that address, so two agents may listen on one port. The host's firewall lets
+a sandbox reach only the gateway's and the egress proxy's ports. gVisor runs its own network
+stack there (`runsc --network=sandbox`, through the wrapper hack/services.d/30-containerd.sh
+writes). With AGENTOS_SANDBOX_NETWORK=none (a host without CNI): runc shares the host's
+network namespace (no isolation; probes on 127.0.0.1) and gVisor gets an empty namespace with
+only its own loopback (probes run inside it with `wget`).
+
+Runtime classes (`RuntimeClass`): `runc` is containerd's `io.containerd.runc.v2`; `gvisor` is
+runsc through the runc v2 shim, by runtime name (`io.containerd.gvisor.v2` from
+hack/services.d/30-containerd.sh) or by runc option BinaryName (a runsc wrapper).
 
 Images: already in containerd and unpacked for the configured snapshotter, or a local OCI
 archive `oci-archive:/abs/path.tar` that `create` imports through the API on first use (see
@@ -36,7 +36,8 @@ archive `oci-archive:/abs/path.tar` that `create` imports through the API on fir
 Errors: every failure is a `SandboxError` with a CamelCase `reason`: `RuntimeUnavailable`
 (containerd does not answer), `ImageNotFound`, `ImageNotUnpacked`, `InvalidImage`,
 `InvalidSpec`, `UnknownRuntimeClass`, `CreateFailed` (the runtime refused the task, e.g. runc
-finds no such binary), `StartFailed`, `NotFound`, `ContainerdError` (anything else).
+finds no such binary), `StartFailed`, `NotFound`, `NetworkUnavailable` (no CNI plugin, `ip`
+or `nft`), `NetworkError` (they failed), `ContainerdError` (anything else).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import httpx
 from google.protobuf import any_pb2
 
 from controlplane.runtimes.base import (
+    LABEL_ADDRESS,
     LABEL_AGENT_ID,
     LABEL_MANAGED,
     ProbeSpec,
@@ -69,6 +71,7 @@ from controlplane.runtimes.containerd.connection import (
     Connection,
 )
 from controlplane.runtimes.containerd.images import ImageStore
+from controlplane.runtimes.containerd.network import NetworkSettings, SandboxNetwork
 from controlplane.runtimes.containerd.oci_archive import archive_path
 from controlplane.runtimes.containerd.oci_spec import (
     CONFIG_FILE,
@@ -100,7 +103,7 @@ class ContainerdRuntime:
     namespace every object lives in. `snapshotter`: where images are unpacked (overlayfs,
     native, ...). `runtimes`: runtime class name (`runc`, `gvisor`) → `RuntimeClass`.
     `state_dir`: the host folder for per-sandbox folders. `rpc_timeout_s`: deadline of one
-    containerd call, seconds.
+    containerd call, seconds. `network`: sandbox networking (None: see the module docstring).
     """
 
     name = "containerd"
@@ -114,8 +117,10 @@ class ContainerdRuntime:
         runtimes: dict[str, RuntimeClass] | None = None,
         state_dir: Path = DEFAULT_STATE_DIR,
         rpc_timeout_s: float = RPC_TIMEOUT_S,
+        network: NetworkSettings | None = None,
     ) -> None:
         self._conn = Connection(address, namespace, rpc_timeout_s)
+        self.network = SandboxNetwork(network, namespace) if network is not None else None
         self.address = self._conn.address
         self.namespace = namespace
         self.snapshotter = snapshotter
@@ -162,6 +167,7 @@ class ContainerdRuntime:
             snapshotter=env.get("CONTAINERD_SNAPSHOTTER") or DEFAULT_SNAPSHOTTER,
             runtimes=runtimes,
             state_dir=Path(env.get("AGENTOS_SANDBOX_DIR") or DEFAULT_STATE_DIR),
+            network=_network_settings(env),
         )
 
     def sandbox_dir(self, sandbox_id: str) -> Path:
@@ -208,14 +214,23 @@ class ContainerdRuntime:
             )
         sandbox_dir = self.sandbox_dir(spec.sandbox_id)
         if await self._get_container(spec.sandbox_id) is None:
-            await self._create_container(spec, rc, sandbox_dir)
+            address = await self.network.attach(spec.sandbox_id) if self.network else None
+            try:
+                await self._create_container(spec, rc, sandbox_dir, address)
+            except BaseException:
+                if self.network is not None:  # no container holds the attachment
+                    await self.network.detach(spec.sandbox_id)
+                raise
         if await self._tasks.get(spec.sandbox_id) is None:
             await self._create_task(spec.sandbox_id)
         return await self.status(spec.sandbox_id)
 
-    async def _create_container(self, spec: SandboxSpec, rc: RuntimeClass, folder: Path) -> None:
+    async def _create_container(
+        self, spec: SandboxSpec, rc: RuntimeClass, folder: Path, address: str | None
+    ) -> None:
         """The image (imported first if an archive), the snapshot, the folder and the
-        container, all under a lease that ends when the container holds them."""
+        container, all under a lease that ends when the container holds them. `address`: the
+        sandbox's on the bridge (None without sandbox networking)."""
         archive = archive_path(spec.image)
         ref = spec.image if archive is None else await self.import_archive(archive)
         image = await self._images.resolve(ref)
@@ -224,10 +239,13 @@ class ContainerdRuntime:
             mounts = await self._snapshots.prepare(spec.sandbox_id, image.chain_id, lease)
             uid, gid = await asyncio.to_thread(resolve_user, image.user, mounts)
             await asyncio.to_thread(self._write_files, spec, uid, gid)
-            oci = build_oci_spec(spec, image, uid, gid, folder, self.namespace, rc.host_network)
+            oci = build_oci_spec(
+                spec, image, uid, gid, folder, self.namespace, self._netns(spec.sandbox_id, rc)
+            )
+            labels = spec.labels() | ({LABEL_ADDRESS: address} if address else {})
             container = containers_pb2.Container(
                 id=spec.sandbox_id,
-                labels=spec.labels(),
+                labels=labels,
                 image=image.ref,
                 runtime=containers_pb2.Container.Runtime(name=rc.runtime),
                 spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(oci).encode()),
@@ -245,6 +263,12 @@ class ContainerdRuntime:
             )
         finally:
             await self._leases.delete(lease)
+
+    def _netns(self, sandbox_id: str, rc: RuntimeClass) -> str | None:
+        """The network namespace the sandbox joins (see build_oci_spec)."""
+        if self.network is not None:
+            return str(self.network.netns_path(sandbox_id))
+        return None if rc.host_network else ""
 
     def _write_files(self, spec: SandboxSpec, uid: int, gid: int) -> Path:
         """The sandbox folder: agentos/config.json; agentos/ writable by the agent's user."""
@@ -314,8 +338,9 @@ class ContainerdRuntime:
     async def probe(self, sandbox_id: str, probe: ProbeSpec) -> bool:
         """One readiness check; False unless the sandbox runs and the agent answers.
 
-        http_port: GET http://127.0.0.1:<port><path> within timeout_s, 2xx/3xx → True; from the
-        host for host-network runtime classes, else inside the sandbox with `wget`.
+        http_port: GET http://<address>:<port><path> within timeout_s, 2xx/3xx → True, from
+        the host to the sandbox's bridge address; without sandbox networking to 127.0.0.1 for
+        host-network runtime classes, else inside the sandbox with `wget`.
         heartbeat: the heartbeat file was modified within period_s * failure_threshold.
         exec_command: the command, run in the sandbox as the agent, exits 0 within timeout_s.
         """
@@ -325,11 +350,12 @@ class ContainerdRuntime:
         if probe.exec_command:
             return await self._exec_ok(sandbox_id, probe.exec_command, probe.timeout_s)
         if probe.http_port is not None:
-            if await self._host_network(sandbox_id):
+            host = await self._probe_host(sandbox_id)
+            if host is not None:
                 if self._http is None:
                     self._http = httpx.AsyncClient(trust_env=False)
                 return await http_get_ok(
-                    probe.http_port, probe.http_path, probe.timeout_s, self._http
+                    probe.http_port, probe.http_path, probe.timeout_s, self._http, host
                 )
             # No `wget -T`: busybox 1.35's wget segfaults with it. The exec's own deadline
             # (timeout_s, then SIGKILL) bounds the request instead.
@@ -343,11 +369,22 @@ class ContainerdRuntime:
             return await asyncio.to_thread(heartbeat_fresh, heartbeat, max_age_s)
         raise SandboxError("ProbeUnsupported", "the probe names no action")
 
-    async def _host_network(self, sandbox_id: str) -> bool:
+    async def _probe_host(self, sandbox_id: str) -> str | None:
+        """Where the host reaches the sandbox: its bridge address, 127.0.0.1 if it shares the
+        host's network, None if the host cannot (probe inside)."""
         container = await self._get_container(sandbox_id)
         if container is None:
-            return False
-        return shares_host_network(json.loads(container.spec.value or b"{}"))
+            return None
+        if address := container.labels.get(LABEL_ADDRESS):
+            return address
+        if shares_host_network(json.loads(container.spec.value or b"{}")):
+            return "127.0.0.1"
+        return None
+
+    async def sandbox_address(self, sandbox_id: str) -> str | None:
+        """The sandbox's address on the bridge (None without sandbox networking or sandbox)."""
+        container = await self._get_container(sandbox_id)
+        return container.labels.get(LABEL_ADDRESS) if container is not None else None
 
     async def exec(self, sandbox_id: str, command: list[str], timeout_s: float) -> int | None:
         """Run `command` in the running sandbox as its agent (same user, env, cwd), without
@@ -381,7 +418,8 @@ class ContainerdRuntime:
 
     async def remove(self, sandbox_id: str) -> None:
         """SIGKILL what still runs (call stop() first for a graceful end), then delete the
-        task, the container, the snapshot and the sandbox folder. No error if missing."""
+        task, the container, the snapshot, the network attachment and the sandbox folder. No
+        error if missing."""
         container = await self._get_container(sandbox_id)
         task = await self._tasks.get(sandbox_id)
         if task is not None:
@@ -406,7 +444,17 @@ class ContainerdRuntime:
                 tolerate=NOT_FOUND,
             )
         await self._snapshots.remove(sandbox_id)
+        if self.network is not None:
+            await self.network.detach(sandbox_id)
         await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sandbox_id), True)
+
+    async def sweep(self, keep: set[str]) -> int:
+        """Remove network namespaces, address leases and firewall elements of this namespace
+        that belong to no sandbox in `keep` (what a crash between steps leaves). Returns how
+        many sandboxes' leftovers were removed."""
+        if self.network is None:
+            return 0
+        return await self.network.sweep(keep)
 
     async def logs(self, sandbox_id: str, tail_lines: int = 100) -> str:
         """The last `tail_lines` lines of the sandbox's stdout and stderr, interleaved as
@@ -428,6 +476,15 @@ class ContainerdRuntime:
             await self._http.aclose()
             self._http = None
         await self._conn.close()
+
+
+def _network_settings(env: dict[str, str]) -> NetworkSettings | None:
+    mode = env.get("AGENTOS_SANDBOX_NETWORK") or "cni"
+    if mode == "none":
+        return None
+    if mode != "cni":
+        raise SandboxError("InvalidSpec", f"AGENTOS_SANDBOX_NETWORK must be cni or none: {mode!r}")
+    return NetworkSettings.from_env(env)
 
 
 def _tail(path: Path, lines: int) -> str:
