@@ -376,7 +376,7 @@ class ContainerdRuntime:
         if container is None:
             return None
         if address := container.labels.get(LABEL_ADDRESS):
-            return address
+            return str(address)
         if shares_host_network(json.loads(container.spec.value or b"{}")):
             return "127.0.0.1"
         return None
@@ -384,7 +384,9 @@ class ContainerdRuntime:
     async def sandbox_address(self, sandbox_id: str) -> str | None:
         """The sandbox's address on the bridge (None without sandbox networking or sandbox)."""
         container = await self._get_container(sandbox_id)
-        return container.labels.get(LABEL_ADDRESS) if container is not None else None
+        if container is None or LABEL_ADDRESS not in container.labels:
+            return None
+        return str(container.labels[LABEL_ADDRESS])
 
     async def exec(self, sandbox_id: str, command: list[str], timeout_s: float) -> int | None:
         """Run `command` in the running sandbox as its agent (same user, env, cwd), without
