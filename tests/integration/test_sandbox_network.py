@@ -223,3 +223,64 @@ def _default_route() -> tuple[str, str]:
     ).stdout
     route: dict[str, Any] = json.loads(out)[0]
     return str(route["prefsrc"]), str(route.get("gateway") or "1.1.1.1")
+
+
+async def test_two_sandboxes_listen_on_one_port_and_cannot_reach_each_other(
+    runtime: ContainerdRuntime, new_spec: NewSpec
+) -> None:
+    port = free_port()
+    runc, gvisor = new_spec("runc", port), new_spec("gvisor", port)
+    first, second = await asyncio.gather(_running(runtime, runc), _running(runtime, gvisor))
+    assert first != second
+    # Both answered their probe, from the host, each at its own address on the same port.
+    assert await _host_connects(first, port)
+    assert await _host_connects(second, port)
+    # Their bridge ports are isolated: neither reaches the other.
+    seen_by_runc = await _reach(runtime, runc.sandbox_id, [(second, port)])
+    seen_by_gvisor = await _reach(runtime, gvisor.sandbox_id, [(first, port)])
+    assert seen_by_runc[f"{second}:{port}"] != "open", seen_by_runc
+    assert seen_by_gvisor[f"{first}:{port}"] != "open", seen_by_gvisor
+
+
+def _host_state(runtime: ContainerdRuntime) -> tuple[set[str], set[str], int]:
+    """The runtime's namespace files, its leases' sandbox ids and the bridge's veths."""
+    assert runtime.network is not None
+    net = runtime.network
+    folder = net.settings.netns_dir / net.scope
+    netns = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    prefix = f"{net.scope}."
+    leases = {o[len(prefix) :] for o in net.leases().values() if o.startswith(prefix)}
+    out = subprocess.run(
+        ["ip", "-o", "link", "show", "master", net.settings.bridge],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return netns, leases, len(out.splitlines())
+
+
+async def test_the_sweep_removes_what_no_sandbox_owns_and_keeps_the_rest(
+    runtime: ContainerdRuntime, new_spec: NewSpec
+) -> None:
+    assert runtime.network is not None
+    kept = new_spec("runc", free_port())
+    await _running(runtime, kept)
+    # What a crash between attaching and creating the container leaves: a namespace with
+    # its veth, a lease and a firewall element, and no container.
+    orphan = f"net-orphan-{uuid.uuid4().hex[:8]}"
+    orphan_address = await runtime.network.attach(orphan)
+    netns, leases, veths_before = _host_state(runtime)
+    assert {kept.sandbox_id, orphan} <= netns
+    assert {kept.sandbox_id, orphan} <= leases
+    elements = await runtime.network.firewall.elements()
+    assert elements[orphan_address] == f"{runtime.network.scope}/{orphan}"
+
+    removed = await runtime.sweep(keep={kept.sandbox_id})
+
+    assert removed >= 1
+    netns, leases, veths_after = _host_state(runtime)
+    assert orphan not in netns and orphan not in leases
+    assert kept.sandbox_id in netns and kept.sandbox_id in leases
+    assert veths_after == veths_before - 1
+    elements = await runtime.network.firewall.elements()
+    assert orphan_address not in elements
+    assert f"{runtime.network.scope}/{kept.sandbox_id}" in elements.values()
+    assert await runtime.probe(kept.sandbox_id, kept.probe or ProbeSpec())

@@ -121,16 +121,17 @@ class SandboxNetwork:
             self._bridge_ready = True
 
     async def attach(self, sandbox_id: str) -> str:
-        """The sandbox's namespace, interfaces and firewall element; its address.
+        """A new namespace, interfaces and firewall element for the sandbox; its address.
 
-        Idempotent: a sandbox already attached keeps its address. On failure whatever was
-        made is undone. Raises SandboxError (NetworkUnavailable, NetworkError)."""
+        Called before the sandbox's container exists, so whatever an earlier, interrupted
+        attach left for this id is detached first (it may lack its firewall element or its
+        port isolation). On failure whatever was made is undone. Raises SandboxError
+        (NetworkUnavailable, NetworkError)."""
         await self.ensure_bridge()
         path = self.netns_path(sandbox_id)
         cid = self._container_id(sandbox_id)
-        existing = [ip for ip, owner in self.leases().items() if owner == cid]
-        if existing and _is_netns(path):
-            return existing[0]
+        if _is_netns(path) or cid in self.leases().values():
+            await self.detach(sandbox_id)  # detach removes the element before the namespace
         try:
             await _new_netns(path)
             config = self._bridge_config()
