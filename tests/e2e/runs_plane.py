@@ -90,7 +90,9 @@ class Plane:
         path = self.tmp / "serve.log"
         return path.read_text()[-4000:] if path.exists() else ""
 
-    def apply_agent(self, tenant: str, name: str, **runs: Any) -> None:
+    def apply_agent(
+        self, tenant: str, name: str, restart_policy: str = "Always", **runs: Any
+    ) -> None:
         manifest = {
             "apiVersion": "agentos.io/v1alpha1",
             "kind": "Agent",
@@ -99,7 +101,7 @@ class Plane:
                 "image": "local/counting-agent",
                 "command": [sys.executable, str(AGENT)],
                 "runtime": {"class": "process"},
-                "restartPolicy": "Always",
+                "restartPolicy": restart_policy,
                 "readiness": {"heartbeat": {}, "periodSeconds": 1},
                 "env": [
                     {"name": "PYTHONPATH", "value": str(ROOT / "sdk" / "python")},

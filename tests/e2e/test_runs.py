@@ -6,6 +6,7 @@ One control plane serves the module; each test has its own tenant and agent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,8 +19,11 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from controlplane.api.grpc.gen import run_service_pb2, run_service_pb2_grpc
+from controlplane.data.tables import agent_credentials
 from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
 from tests.conftest import service_setting
@@ -258,6 +262,48 @@ def test_the_sdk_agents_sandbox_holds_a_gateway_url_and_its_own_credential(
     assert env["AGENTOS_GATEWAY_URL"].startswith("http://127.0.0.1:")
     assert env["AGENTOS_AGENT_TOKEN"].startswith("aosa_")
     assert "AGENTOS_DATABASE_URL" not in env and "AGENTOS_NATS_URL" not in env
+
+
+def test_a_removed_sandbox_s_credential_is_revoked(plane: Plane) -> None:
+    """restartPolicy Never: the failed sandbox is removed and none replaces it, so nothing
+    but the removal revokes its credential (the stored row, not only the gateway's answer)."""
+    tenant = tenant_name()
+    plane.apply_agent(tenant, "revoked", restart_policy="Never")
+    env = plane.sandbox_env(tenant, "revoked")
+    sandbox = plane.agent(tenant, "revoked")["status"]["sandboxID"]
+    # A run that does not exist: 404 to a valid credential, 401 to a revoked one.
+    url = f"{env['AGENTOS_GATEWAY_URL']}/gateway/v1/runs/no-such-run/heartbeat"
+    headers = {"Authorization": f"Bearer {env['AGENTOS_AGENT_TOKEN']}"}
+
+    def status() -> int:
+        return httpx.post(url, json={}, headers=headers).status_code
+
+    assert status() == 404
+    os.kill(plane.sandbox_pid(tenant, "revoked"), signal.SIGKILL)
+    wait_until(
+        lambda: plane.agent(tenant, "revoked")["status"].get("sandboxID") is None,
+        60,
+        "the failed sandbox removed",
+    )
+    assert plane.agent(tenant, "revoked")["status"]["phase"] == "Failed"
+    wait_until(lambda: status() == 401, 10, "its credential refused")
+    assert asyncio.run(_credential_revoked(plane, sandbox)) is True
+
+
+async def _credential_revoked(plane: Plane, sandbox_id: str) -> bool:
+    engine = create_async_engine(plane.env["AGENTOS_DATABASE_URL"])
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(agent_credentials.c.revoked_at).where(
+                        agent_credentials.c.sandbox_id == sandbox_id
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    return bool(rows) and all(r.revoked_at is not None for r in rows)
 
 
 def test_on_sqlite_with_the_embedded_nats_a_run_made_through_grpc_succeeds(

@@ -360,6 +360,14 @@ class FakeCredentialRepository(AgentCredentialRepository):
                 revoked += 1
         return revoked
 
+    async def revoke_sandbox(self, sandbox_id: str) -> int:
+        revoked = 0
+        for key, c in list(self._t.credentials.items()):
+            if c.sandbox_id == sandbox_id and c.revoked_at is None:
+                self._t.credentials[key] = replace(c, revoked_at=utcnow())
+                revoked += 1
+        return revoked
+
 
 class FakeIdempotencyRepository(IdempotencyRepository):
     """Keys are held by the open unit only (one process, like the SQLite path)."""

@@ -239,7 +239,7 @@ class AgentReconciler:
     async def _replace(self, record: AgentRecord) -> float:
         """The sandbox part of the spec changed: remove the sandbox and start over."""
         if record.status.sandboxID:
-            await runtime_for(self.runtimes, record).remove(record.status.sandboxID)
+            await self._remove_sandbox(record, record.status.sandboxID)
         await self._move(
             record,
             Phase.CREATED,
@@ -256,7 +256,7 @@ class AgentReconciler:
         # Compensation (architecture/state-machines.md): the reservation went with the phase;
         # the sandbox goes now.
         if record.status.sandboxID:
-            await runtime_for(self.runtimes, record).remove(record.status.sandboxID)
+            await self._remove_sandbox(record, record.status.sandboxID)
             record = await self._set_status(record, sandboxID=None)
         restart, why = restart_decision(
             RestartPolicy(record.spec.restartPolicy),
@@ -289,6 +289,12 @@ class AgentReconciler:
         )
         self._want_schedule()
         return 0
+
+    async def _remove_sandbox(self, record: AgentRecord, sandbox_id: str) -> None:
+        """Remove the sandbox, then revoke its credential (architecture/gateway-protocol.md)."""
+        await runtime_for(self.runtimes, record).remove(sandbox_id)
+        if self.config.gateway_url:
+            await self._store.revoke_credentials(sandbox_id)
 
     async def _terminate(self, record: AgentRecord) -> float | None:
         if record.phase is not Phase.TERMINATING:

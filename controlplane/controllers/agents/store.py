@@ -50,6 +50,12 @@ class AgentStore:
         """A new sandbox credential for the agent's sandbox (service.run_execution)."""
         return await self._credentials.submit((record, sandbox_id))
 
+    async def revoke_credentials(self, sandbox_id: str) -> None:
+        """Revoke the credentials of a sandbox that was removed (not batched: a rare path)."""
+        async with self.uow() as uow:
+            await uow.credentials.revoke_sandbox(sandbox_id)
+            await uow.commit()
+
     async def close(self) -> None:
         """Cancel the batches in flight."""
         for batcher in (self._reads, self._writes, self._unpublished, self._credentials):

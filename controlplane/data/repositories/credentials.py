@@ -96,6 +96,18 @@ class AgentCredentialRepository:
         )
         return int(result.rowcount or 0)
 
+    async def revoke_sandbox(self, sandbox_id: str) -> int:
+        """Revoke the live credentials of sandbox `sandbox_id` (it is gone); the count."""
+        result = await self._conn.execute(
+            update(agent_credentials)
+            .where(
+                agent_credentials.c.sandbox_id == sandbox_id,
+                agent_credentials.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+        return int(result.rowcount or 0)
+
     async def by_hash(self, token_hash: str) -> AgentCredential | None:
         """The credential whose secret hashes to `token_hash`, revoked or not."""
         row = (
