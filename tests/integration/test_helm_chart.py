@@ -49,7 +49,7 @@ VERSION = (ROOT / "VERSION").read_text().strip()
 IMAGE = f"ghcr.io/agentos/agentos:{VERSION}"
 NAMESPACE = "agentos-chart-test"
 SERVICE = "Kubernetes (kube-apiserver, kubectl, helm)"
-COMPONENTS = ("api", "controller", "relay", "operator")
+COMPONENTS = ("api", "controller", "relay", "gateway", "operator")
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 Object = dict[str, Any]
 
@@ -265,11 +265,13 @@ DEFAULT_OBJECTS = {
     ("Deployment", "agentos-api"),
     ("Deployment", "agentos-controller"),
     ("Deployment", "agentos-relay"),
+    ("Deployment", "agentos-gateway"),
     ("Deployment", "agentos-operator"),
     ("Job", "agentos-db-upgrade"),
     ("Service", "agentos-api"),
     ("Service", "agentos-controller"),
     ("Service", "agentos-relay"),
+    ("Service", "agentos-gateway"),
     ("Service", "agentos-operator"),
     ("ServiceAccount", "agentos-controller"),
     ("ServiceAccount", "agentos-operator"),
@@ -284,9 +286,11 @@ DEFAULT_OBJECTS = {
     ("FlowSchema", "agentos"),
     ("NetworkPolicy", "agentos-default-deny-ingress"),
     ("NetworkPolicy", "agentos-api"),
+    ("NetworkPolicy", "agentos-gateway"),
     ("NetworkPolicy", "agentos-metrics"),
     ("PodDisruptionBudget", "agentos-api"),
     ("PodDisruptionBudget", "agentos-relay"),
+    ("PodDisruptionBudget", "agentos-gateway"),
     ("PodDisruptionBudget", "agentos-operator"),
     ("ConfigMap", "agentos-dashboard-agents"),
     ("ConfigMap", "agentos-dashboard-api"),
@@ -327,6 +331,7 @@ def test_each_process_runs_its_command_from_the_one_image(rendered: list[Object]
         "api": (["serve"], "api"),
         "controller": (["serve"], "controller"),
         "relay": (["serve"], "relay"),
+        "gateway": (["serve"], "gateway"),
         "operator": (["operator"], None),
         "db-upgrade": (["db", "upgrade"], None),
     }
@@ -375,6 +380,7 @@ def test_urls_come_only_from_the_named_secrets(values_file: str) -> None:
         "api": {"AGENTOS_DATABASE_URL"},
         "controller": {"AGENTOS_DATABASE_URL", "AGENTOS_NATS_URL"},
         "relay": {"AGENTOS_DATABASE_URL", "AGENTOS_NATS_URL"},
+        "gateway": {"AGENTOS_DATABASE_URL", "AGENTOS_NATS_URL"},
         "operator": {"AGENTOS_DATABASE_URL"},
         "db-upgrade": {"AGENTOS_DATABASE_URL"},
     }
@@ -412,7 +418,7 @@ def test_only_the_controller_and_the_operator_get_a_kubernetes_token(
     rendered: list[Object],
 ) -> None:
     found = workloads(rendered)
-    for component in ("api", "relay", "db-upgrade"):
+    for component in ("api", "relay", "gateway", "db-upgrade"):
         spec = pod_spec(found[component])
         assert spec["automountServiceAccountToken"] is False, component
         assert "serviceAccountName" not in spec, component
@@ -435,23 +441,27 @@ def test_the_production_values_scale_api_relay_and_operator(
 ) -> None:
     found = workloads(production_objects)
     replicas = {c: found[c]["spec"]["replicas"] for c in COMPONENTS}
-    assert replicas == {"api": 3, "controller": 1, "relay": 2, "operator": 2}
+    assert replicas == {"api": 3, "controller": 1, "relay": 2, "gateway": 2, "operator": 2}
 
 
 def test_probes_ask_the_right_paths_on_ports_that_exist(rendered: list[Object]) -> None:
-    expected = {  # component -> (port number of `http`, liveness path, readiness path)
-        "api": (8080, "/healthz", "/readyz"),
-        "controller": (8080, "/healthz", "/healthz"),
-        "relay": (8080, "/healthz", "/healthz"),
-        "operator": (8081, "/healthz", "/readyz"),
+    expected = {  # component -> (port number of `http`, liveness path, readiness path, probed)
+        "api": (8080, "/healthz", "/readyz", "http"),
+        "controller": (8080, "/healthz", "/healthz", "http"),
+        "relay": (8080, "/healthz", "/healthz", "http"),
+        # The gateway's own /healthz, on the port agents use (serve's metrics port answers
+        # 200 on any path while the process lives, gateway or not).
+        "gateway": (8080, "/healthz", "/healthz", "gateway"),
+        "operator": (8081, "/healthz", "/readyz", "http"),
     }
     found = workloads(rendered)
-    for component, (port, liveness, readiness) in expected.items():
+    for component, (port, liveness, readiness, probed) in expected.items():
         (container,) = pod_spec(found[component])["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["http"] == port, component
-        assert container["livenessProbe"]["httpGet"] == {"path": liveness, "port": "http"}
-        assert container["readinessProbe"]["httpGet"] == {"path": readiness, "port": "http"}
+        assert probed in ports, component
+        assert container["livenessProbe"]["httpGet"] == {"path": liveness, "port": probed}
+        assert container["readinessProbe"]["httpGet"] == {"path": readiness, "port": probed}
 
 
 def test_db_upgrade_runs_once_before_install_and_upgrade(rendered: list[Object]) -> None:
@@ -570,7 +580,7 @@ def test_disruption_budgets_cover_api_relay_and_operator(rendered: list[Object])
         assert len(chosen) == 1, name
         covered[chosen[0]] = pdb["spec"]["maxUnavailable"]
         assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
-    assert covered == {"api": 1, "relay": 1, "operator": 1}
+    assert covered == {"api": 1, "relay": 1, "gateway": 1, "operator": 1}
 
 
 def test_network_policies_deny_ingress_but_to_the_api_and_metrics(
@@ -600,6 +610,122 @@ def test_network_policies_deny_ingress_but_to_the_api_and_metrics(
     for component in COMPONENTS:
         (container,) = pod_spec(workloads(default_objects)[component])["containers"]
         assert "http" in {p["name"] for p in container["ports"]}, component
+
+
+AGENT_NAMESPACES = "networkPolicy.agents.namespaces={tenant-a,tenant-b}"
+POLICY = "agentos-agents"
+
+
+def by_kind_all(objs: list[Object], kind: str) -> list[Object]:
+    """Every object of `kind` (by_kind keys by name: the agent policies share one)."""
+    return [o for o in objs if o["kind"] == kind]
+
+
+def chosen(selector: Object, pods: dict[str, dict[str, str]]) -> list[str]:
+    """The components whose pod labels a LabelSelector's matchLabels select."""
+    return [c for c, labels in pods.items() if selects(selector["matchLabels"], labels)]
+
+
+def test_only_the_gateway_deployment_runs_the_gateway_behind_its_service(
+    rendered: list[Object],
+) -> None:
+    found = workloads(rendered)
+    for component, workload in found.items():
+        env = env_of(pod_spec(workload)["containers"][0])
+        served = env.get("AGENTOS_COMPONENTS", {}).get("value", "")
+        assert ("gateway" in served.split(",")) == (component == "gateway"), component
+    (container,) = pod_spec(found["gateway"])["containers"]
+    env = env_of(container)
+    assert env["AGENTOS_GATEWAY_HOST"]["value"] == "0.0.0.0"
+    assert env["AGENTOS_GATEWAY_PORT"]["value"] == "8091"
+    assert env["AGENTOS_EGRESS_PROXY_PORT"]["value"] == "8092"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "gateway": 8091, "egress-proxy": 8092}
+    service = by_kind(rendered, "Service")["agentos-gateway"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("gateway", 8091, "gateway"),
+        ("egress-proxy", 8092, "egress-proxy"),
+        ("http", 8080, "http"),
+    }
+
+
+def test_the_controller_gives_sandboxes_the_gateway_service_by_its_cluster_name(
+    rendered: list[Object],
+) -> None:
+    env = env_of(pod_spec(workloads(rendered)["controller"])["containers"][0])
+    host = f"agentos-gateway.{NAMESPACE}.svc"
+    assert env["AGENTOS_GATEWAY_URL"]["value"] == f"http://{host}:8091"
+    assert env["AGENTOS_EGRESS_PROXY_URL"]["value"] == f"http://{host}:8092"
+    other = objects(template("--set", "gateway.port=9001,gateway.egressProxyPort=9002"))
+    env = env_of(pod_spec(workloads(other)["controller"])["containers"][0])
+    assert env["AGENTOS_GATEWAY_URL"]["value"] == f"http://{host}:9001"
+    assert env["AGENTOS_KUBERNETES_GATEWAY_PORTS"]["value"] == "9001,9002"
+
+
+def _agent_policy_of_the_runtime(controller: Object, namespace: str) -> Object:
+    """The policy the kubernetes runtime would apply in `namespace`, from the controller's
+    environment as the chart renders it."""
+    from controlplane.runtimes.kubernetes.network import AgentNetwork, agent_network_policy
+
+    container = pod_spec(controller)["containers"][0]
+    env = {k: v["value"] for k, v in env_of(container).items() if "value" in v}
+    network = AgentNetwork.from_env(env)
+    assert network is not None, "the controller applies no policy"
+    return agent_network_policy(namespace, network)
+
+
+@pytest.mark.parametrize("dns", [False, True], ids=["no-dns", "dns"])
+def test_the_agent_policy_is_the_one_the_runtime_applies_and_selects_agents_and_gateway(
+    dns: bool,
+) -> None:
+    from controlplane.runtimes.base import SandboxSpec
+    from controlplane.runtimes.kubernetes.pods import pod_manifest
+
+    objs = objects(
+        template("--set", f"{AGENT_NAMESPACES},networkPolicy.agents.allowDNS={str(dns).lower()}")
+    )
+    found = workloads(objs)
+    agents = [o for o in by_kind_all(objs, "NetworkPolicy") if o["metadata"]["name"] == POLICY]
+    assert sorted(o["metadata"]["namespace"] for o in agents) == ["tenant-a", "tenant-b"]
+    for policy in agents:
+        runtime = _agent_policy_of_the_runtime(found["controller"], policy["metadata"]["namespace"])
+        assert policy["spec"] == runtime["spec"]
+        assert policy["metadata"]["name"] == runtime["metadata"]["name"]
+    spec = agents[0]["spec"]
+    pod = pod_manifest(
+        SandboxSpec("tenant-a-web-1", "a1", "tenant-a", "web", "registry.example/web:1", "runc")
+    )
+    assert selects(spec["podSelector"]["matchLabels"], pod["metadata"]["labels"])
+    pods = _pod_labels(objs)
+    gateway_peer = spec["egress"][0]["to"][0]
+    assert chosen(gateway_peer["podSelector"], pods) == ["gateway"]
+    assert gateway_peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": NAMESPACE
+    }
+    (ingress,) = spec["ingress"]
+    assert chosen(ingress["from"][0]["podSelector"], pods) == ["controller"]
+    assert len(spec["egress"]) == (2 if dns else 1)
+    # Off, the chart renders none and the controller applies none.
+    off = objects(template("--set", f"{AGENT_NAMESPACES},networkPolicy.agents.enabled=false"))
+    assert POLICY not in by_kind(off, "NetworkPolicy")
+    env = env_of(pod_spec(workloads(off)["controller"])["containers"][0])
+    assert env["AGENTOS_KUBERNETES_NETWORK_POLICY"]["value"] == "false"
+
+
+def test_agent_pods_may_reach_the_gateway_ports_only(default_objects: list[Object]) -> None:
+    from controlplane.runtimes.base import SandboxSpec
+    from controlplane.runtimes.kubernetes.pods import pod_manifest
+
+    pods = _pod_labels(default_objects)
+    gateway = by_kind(default_objects, "NetworkPolicy")["agentos-gateway"]["spec"]
+    assert chosen(gateway["podSelector"], pods) == ["gateway"]
+    (rule,) = gateway["ingress"]
+    assert {p["port"] for p in rule["ports"]} == {"gateway", "egress-proxy"}
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"] == {}, "agents run in every tenant's namespace"
+    agent = pod_manifest(SandboxSpec("t-web-1", "a1", "t", "web", "registry.example/w:1", "runc"))
+    assert selects(peer["podSelector"]["matchLabels"], agent["metadata"]["labels"])
 
 
 def test_the_service_monitor_scrapes_every_process_as_an_agentos_job(
@@ -670,8 +796,13 @@ def test_the_dashboards_are_configmaps_for_grafanas_sidecar(
             "--set",
             "serviceMonitor.enabled=false,prometheusRule.enabled=false",
         ],
+        # The agent Pods' policy in a namespace that exists, with the DNS rule.
+        [
+            "--set",
+            f"networkPolicy.agents.namespaces={{{NAMESPACE}}},networkPolicy.agents.allowDNS=true",
+        ],
     ],
-    ids=["default", "production"],
+    ids=["default", "production", "agent-policy"],
 )
 def test_the_apiserver_accepts_every_rendered_object(namespace: str, values: list[str]) -> None:
     stream = template("--include-crds", *values, namespace=namespace)

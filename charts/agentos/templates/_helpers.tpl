@@ -153,3 +153,21 @@ spec:
       targetPort: http
       appProtocol: http
 {{- end -}}
+
+{{/*
+The gateway Service's cluster DNS name, <release>-gateway.<namespace>.svc (the cluster
+domain, cluster.local or another, is left to the resolver's search list).
+*/}}
+{{- define "agentos.gatewayHost" -}}
+{{- printf "%s.%s.svc" (include "agentos.componentName" (dict "ctx" . "component" "gateway")) .Release.Namespace -}}
+{{- end -}}
+
+{{/* Labels as the `k=v,k=v` the controller's AGENTOS_KUBERNETES_*_SELECTOR settings read. */}}
+{{- define "agentos.selectorString" -}}
+{{- $labels := include "agentos.selectorLabels" . | fromYaml -}}
+{{- $items := list -}}
+{{- range $k := keys $labels | sortAlpha -}}
+{{- $items = append $items (printf "%s=%s" $k (index $labels $k)) -}}
+{{- end -}}
+{{- join "," $items -}}
+{{- end -}}

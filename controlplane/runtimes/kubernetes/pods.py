@@ -56,19 +56,26 @@ def readiness_probe(probe: ProbeSpec) -> dict[str, Any]:
 
 
 def pod_manifest(
-    spec: SandboxSpec, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
+    spec: SandboxSpec,
+    scheduler_name: str = SCHEDULER_NAME,
+    instance: str = DEFAULT_INSTANCE,
+    host_aliases: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The Pod for `spec` (see the module docstring). Raises SandboxError for an image a
-    node cannot pull (`oci-archive:` paths are local to the control plane)."""
+    """The Pod for `spec` (see the module docstring), with `host_aliases` (entries of its
+    /etc/hosts: network.py) if any. Raises SandboxError for an image a node cannot pull
+    (`oci-archive:` paths are local to the control plane)."""
     if spec.image.startswith("oci-archive:"):
         raise SandboxError(
             "InvalidImage", "an oci-archive: image exists only on the control plane's host"
         )
+    pod_spec = _pod_spec(spec, scheduler_name)
+    if host_aliases:
+        pod_spec["hostAliases"] = host_aliases
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": _metadata(spec, instance),
-        "spec": _pod_spec(spec, scheduler_name),
+        "spec": pod_spec,
     }
 
 

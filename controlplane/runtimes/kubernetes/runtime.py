@@ -14,7 +14,10 @@ A sandbox is a Pod named by the sandbox id in the agent's namespace (namespace =
   privilege escalation, every capability dropped, read-only root filesystem, seccomp
   RuntimeDefault, no ServiceAccount token, no service links;
 - `restartPolicy: Never`: restarts are the control plane's (restartPolicy, maxRestarts and
-  backoff of the Agent), each a new Pod.
+  backoff of the Agent), each a new Pod;
+- fenced by a NetworkPolicy applied in its namespace before its first Pod (egress only to
+  the gateway and the egress proxy, ingress only from the controller), and given the
+  gateway's address as `hostAliases` since it has no DNS (`network.py`).
 The Pod is built, and read back as a sandbox state, in `pods.py`.
 
 Pod phase and the Ready condition drive the lifecycle: Pending and unbound → CREATED, bound
@@ -51,6 +54,7 @@ from controlplane.runtimes.base import (
     SandboxStatus,
 )
 from controlplane.runtimes.kubernetes.informer import Informer, RawNode, RawPod
+from controlplane.runtimes.kubernetes.network import AgentNetwork, AgentPolicies, GatewayAliases
 from controlplane.runtimes.kubernetes.pods import (
     ANNOTATION_NODE,
     DEFAULT_INSTANCE,
@@ -101,10 +105,14 @@ class KubernetesRuntime:
         *,
         scheduler_name: str = SCHEDULER_NAME,
         instance: str = DEFAULT_INSTANCE,
+        network: AgentNetwork | None = None,
     ) -> None:
         self._client = client
         self._scheduler_name = scheduler_name
         self._instance = instance
+        # None: no NetworkPolicy and no host aliases (network.py).
+        self._policies = AgentPolicies(client, network) if network is not None else None
+        self._aliases = GatewayAliases() if network is not None and not network.allow_dns else None
         self._pods = Informer(client, RawPod, self._pod_changed)
         self._nodes = Informer(client, RawNode, self._node_changed, namespaced=False)
         self._by_sandbox: dict[str, tuple[str, str]] = {}
@@ -116,14 +124,19 @@ class KubernetesRuntime:
     def from_env(
         cls, scheduler_name: str = SCHEDULER_NAME, instance: str = DEFAULT_INSTANCE
     ) -> KubernetesRuntime:
-        """Credentials from $KUBECONFIG (or ~/.kube/config) or, in a Pod, its ServiceAccount.
-        Raises SandboxError when there are none."""
+        """Credentials from $KUBECONFIG (or ~/.kube/config) or, in a Pod, its ServiceAccount;
+        agent Pods' network from AGENTOS_KUBERNETES_* (network.py, `AgentNetwork.from_env`).
+        Raises SandboxError when there are no credentials or a network setting is malformed."""
         try:
             config = KubeConfig.from_env()
         except ConfigError as exc:
             raise SandboxError("RuntimeUnavailable", f"no Kubernetes credentials: {exc}") from exc
+        try:
+            network = AgentNetwork.from_env()
+        except ValueError as exc:
+            raise SandboxError("RuntimeUnavailable", f"agent network settings: {exc}") from exc
         client = AsyncClient(config, field_manager="agentos-controller")
-        return cls(client, scheduler_name=scheduler_name, instance=instance)
+        return cls(client, scheduler_name=scheduler_name, instance=instance, network=network)
 
     def subscribe(self, on_sandbox: Callable[[str], None], on_capacity: Callable[[], None]) -> None:
         """Call `on_sandbox(agent_id)` when a managed Pod changes and `on_capacity()` when a
@@ -193,7 +206,11 @@ class KubernetesRuntime:
         existing = self._pod(spec.sandbox_id)
         if existing is not None:
             return pod_status(spec.sandbox_id, existing)
-        manifest = pod_manifest(spec, self._scheduler_name, self._instance)
+        # The namespace's NetworkPolicy exists before its first Pod does (network.py).
+        if self._policies is not None:
+            await self._policies.ensure(spec.tenant)
+        aliases = await self._aliases.for_env(spec.env) if self._aliases is not None else None
+        manifest = pod_manifest(spec, self._scheduler_name, self._instance, aliases)
         try:
             created = await self._client.create(cast(Pod, Pod.from_dict(manifest)))
         except ApiError as exc:
