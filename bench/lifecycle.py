@@ -8,15 +8,19 @@ figure on stdout, progress on stderr:
 1. `lifecycle_start` (per runtime class, runc and gVisor): Create → Ready latency of one agent
    at a time, from the moment `apply_agent` has committed until the controller has committed
    Ready (seen through `Controller.on_reconciled`, confirmed by reading the row), against the
-   same container started directly with `ctr run -d` in the same run, timed from launching
-   `ctr` until the same readiness answers: runc (`--net-host`): HTTP GET
-   127.0.0.1:<port>/healthz from here; gVisor (its own network namespace, runsc
-   `--network=none`): `ctr tasks exec ... wget -q -O /dev/null http://127.0.0.1:8080/healthz`
-   inside the sandbox, the command the ContainerdRuntime's probe execs. Both sides run the
-   same image, env, CPU and memory limits and file:// output log; samples alternate between
-   the two (background load hits both alike); one warm-up pair per class is not counted.
-   Each agent/container is deleted between samples (not timed). `ratio_p50` = AgentOS p50 /
-   ctr p50; goal 1.3.
+   same container started directly with `ctr run -d` in the same run, with the same sandbox
+   networking done by hand: a network namespace (`unshare --net=FILE`), the CNI `bridge`
+   (host-local IPAM, the same lease folder) and `loopback` plugins called directly, and
+   `ctr run --with-ns network:FILE`; timed from creating the namespace until HTTP GET
+   <address>:<port>/healthz answers from here (for runc and gVisor alike, as the
+   ContainerdRuntime probes; gVisor runs its own network stack through the same runsc
+   wrapper). The baseline has no firewall element and no port isolation: those are ours.
+   Without sandbox networking (AGENTOS_SANDBOX_NETWORK=none) the baseline is the old one:
+   runc `--net-host` probed on 127.0.0.1, gVisor probed by `wget` inside the sandbox. Both
+   sides run the same image, env, CPU and memory limits and file:// output log; samples
+   alternate between the two (background load hits both alike); one warm-up pair per class
+   is not counted. Each agent/container is deleted between samples (not timed).
+   `ratio_p50` = AgentOS p50 / ctr p50; goal 1.3.
 2. `lifecycle_scale_runc`: `--scale-agents` runc agents (distinct host ports) applied at once;
    time until all are Ready, memory per agent (see `memory_source`), then all deleted and the
    time until every agent row and container is gone.
@@ -62,6 +66,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.raw_cni import RawCni
 from controlplane.bootstrap import Container, schema_registry
 from controlplane.config import Settings
 from controlplane.controllers.agents.controller import Controller, ControllerConfig
@@ -344,9 +349,11 @@ class StartBench:
         self.tmp = tmp
         self.ctr_ids: list[str] = []  # every container the ctr side started (cleanup)
         self.http = httpx.AsyncClient(trust_env=False)
+        net = plane.runtime.inner.network
+        self.cni = RawCni(net.settings, tmp / "raw-netns") if net is not None else None
 
     async def agentos(self, runtime_class: str, i: int) -> dict[str, float]:
-        port = GVISOR_PORT if runtime_class == "gvisor" else free_ports(1)[0]
+        port = free_ports(1)[0]
         name = f"start-{runtime_class}-{i}"
         manifest = agent_manifest(name, runtime_class, port, self.args.probe_period_s)
         agent_id = await self.plane.apply(manifest)
@@ -372,9 +379,9 @@ class StartBench:
         await self.plane.wait_gone(gone_id, self.args.start_timeout_s)
         return sample
 
-    async def _ready_runc(self, port: int) -> bool:
+    async def _ready_http(self, host: str, port: int) -> bool:
         try:
-            resp = await self.http.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+            resp = await self.http.get(f"http://{host}:{port}/healthz", timeout=1.0)
         except httpx.HTTPError:
             return False
         return 200 <= resp.status_code < 400
@@ -387,7 +394,8 @@ class StartBench:
         return rc == 0
 
     async def ctr_run(self, runtime_class: str, i: int) -> dict[str, float]:
-        port = GVISOR_PORT if runtime_class == "gvisor" else free_ports(1)[0]
+        cni = self.cni
+        port = GVISOR_PORT if runtime_class == "gvisor" and cni is None else free_ports(1)[0]
         cid = f"bench-ctr-{runtime_class}-{i}-{uuid.uuid4().hex[:6]}"
         self.ctr_ids.append(cid)
         logs = self.tmp / "ctr-logs"
@@ -402,20 +410,24 @@ class StartBench:
             else:
                 argv += ["--runc-binary", os.environ["AGENTOS_RUNSC_BINARY"]]
         else:
-            argv += ["--net-host"]
+            argv += [] if cni is not None else ["--net-host"]
             if os.environ.get("AGENTOS_RUNC_RUNTIME"):
                 argv += ["--runtime", os.environ["AGENTOS_RUNC_RUNTIME"]]
-        argv += [os.environ["AGENTOS_EXAMPLE_IMAGE"], cid]
         t0 = time.perf_counter()
+        host = "127.0.0.1"
+        if cni is not None:
+            netns, host = await cni.attach(cid)
+            argv += ["--with-ns", f"network:{netns}"]
+        argv += [os.environ["AGENTOS_EXAMPLE_IMAGE"], cid]
         await self.ctr.check(*argv)
         launched = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
-            if runtime_class == "gvisor":
+            if runtime_class == "gvisor" and cni is None:
                 ok = await self._ready_gvisor(cid, attempt)
             else:
-                ok = await self._ready_runc(port)
+                ok = await self._ready_http(host, port)
             if ok:
                 break
             if time.perf_counter() - t0 > self.args.start_timeout_s:
@@ -423,6 +435,8 @@ class StartBench:
             await asyncio.sleep(POLL_S)
         ready = time.perf_counter()
         await self.plane.runtime.inner.remove(cid)
+        if cni is not None:
+            await cni.detach(cid)
         return {
             "total": ready - t0,
             "ctr_run": launched - t0,
@@ -457,6 +471,7 @@ class StartBench:
         return {
             "bench": "lifecycle_start",
             "runtime_class": runtime_class,
+            "sandbox_network": "cni" if self.cni is not None else "none",
             "agentos_p50_ms": ms(statistics.median(a_total)),
             "agentos_p95_ms": ms(percentile(a_total, 95)),
             "ctr_p50_ms": ms(statistics.median(c_total)),

@@ -10,6 +10,7 @@ sweep's (leak_sweep.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,9 @@ class AgentReconciler:
         self._versions = versions
         self._want_schedule = want_schedule
         self._probe_failures: dict[str, int] = {}
+        # When this process saw each agent's sandbox start (time.monotonic()), for probing a
+        # starting agent soon after, not after its create time.
+        self._sandbox_started: dict[str, float] = {}
 
     async def reconcile(self, key: str) -> float | None:
         """One step for agent `key`. Returns seconds until it should be looked at again, or
@@ -66,6 +70,7 @@ class AgentReconciler:
         record = await self._store.read(key)
         if record is None:
             self._probe_failures.pop(key, None)
+            self._sandbox_started.pop(key, None)
             self._versions.forget(key)
             return None
         self._versions.observe(key, record.resource_version)
@@ -113,6 +118,7 @@ class AgentReconciler:
             conditions=conditions,
         )
         self._probe_failures.pop(record.id, None)
+        self._sandbox_started.pop(record.id, None)
         log.info("agent failed", agent=record.name, tenant=record.tenant, reason=reason)
         return 0
 
@@ -168,8 +174,10 @@ class AgentReconciler:
             if state.state is SandboxState.MISSING:
                 await runtime.create(await self._sandbox_spec(record, sandbox_id))
                 state = await runtime.start(sandbox_id)
+                self._sandbox_started[record.id] = time.monotonic()
             elif state.state is SandboxState.CREATED:
                 state = await runtime.start(sandbox_id)
+                self._sandbox_started[record.id] = time.monotonic()
         except SandboxError as exc:
             return await self._fail(record, exc.reason, exc.message)
         if state.state is SandboxState.EXITED:
@@ -179,10 +187,13 @@ class AgentReconciler:
         probe = probe_spec(record.spec)
         if probe is not None and not await runtime.probe(sandbox_id, probe):
             # A just-started agent is usually moments from answering: retry soon (10 ms, as
-            # often as `bench.lifecycle` polls a bare container), backing off geometrically to
-            # periodSeconds rather than waiting a whole period at once.
-            since_s = (utcnow() - started).total_seconds()
-            return min(probe.period_s, max(0.01, since_s / 2))
+            # often as `bench.lifecycle` polls a bare container), backing off geometrically
+            # (a quarter of the time since the sandbox started) to periodSeconds rather than
+            # waiting a whole period at once.
+            at = self._sandbox_started.get(record.id)
+            since_s = time.monotonic() - at if at else (utcnow() - started).total_seconds()
+            return min(probe.period_s, max(0.01, since_s / 4))
+        self._sandbox_started.pop(record.id, None)
         if self.config.require_published and await self._store.unpublished(record.id):
             # The relay is moments behind; Ready waits for it (architecture/state-machines.md §3).
             return 0.05

@@ -134,18 +134,26 @@ class SandboxNetwork:
             await self.detach(sandbox_id)  # detach removes the element before the namespace
         try:
             await _new_netns(path)
-            config = self._bridge_config()
-            result = await call_plugin(
-                self.settings.cni_path, config, "ADD", cid, str(path), IFNAME
+            # lo and eth0 are independent: both plugins run at once, and so do the port's
+            # isolation and the firewall element once eth0 has its address.
+            address, _ = await asyncio.gather(
+                self._attach_eth0(sandbox_id, cid, path),
+                call_plugin(self.settings.cni_path, _LOOPBACK, "ADD", cid, str(path), "lo"),
             )
-            await call_plugin(self.settings.cni_path, _LOOPBACK, "ADD", cid, str(path), "lo")
-            await _ip("link", "set", "dev", _host_veth(result, self.settings.bridge),
-                      "type", "bridge_slave", "isolated", "on")  # fmt: skip
-            address = first_address(result)
-            await self.firewall.allow(address, f"{self.scope}/{sandbox_id}")
         except BaseException:
             await self.detach(sandbox_id)
             raise
+        return str(address)
+
+    async def _attach_eth0(self, sandbox_id: str, cid: str, path: Path) -> str:
+        config = self._bridge_config()
+        result = await call_plugin(self.settings.cni_path, config, "ADD", cid, str(path), IFNAME)
+        address = first_address(result)
+        veth = _host_veth(result, self.settings.bridge)
+        await asyncio.gather(
+            _ip("link", "set", "dev", veth, "type", "bridge_slave", "isolated", "on"),
+            self.firewall.allow(address, f"{self.scope}/{sandbox_id}"),
+        )
         return address
 
     async def detach(self, sandbox_id: str) -> None:
