@@ -2,9 +2,10 @@
 
 Built here from the current sources (the SDK, examples/agents), twice, to the same bytes;
 imported with `ctr images import` as `make services` does; then run by the ContainerdRuntime:
-under runc and gVisor its python3 imports the SDK as the non-root agent user, and under runc
-(the host's network) the tool agent of examples/agents/tool-agent-runc.yaml serves a run
-from a FakeGateway on the host: it plans, calculates and writes its file in the sandbox.
+under runc and gVisor its python3 imports the SDK as the non-root agent user, and the tool
+agent of examples/agents/tool-agent-runc.yaml, under runc and under gVisor, serves a run from
+a FakeGateway on the host's sandbox-bridge address (the one host port the firewall lets a
+sandbox reach): it plans, calculates and writes its file in the sandbox.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from controlplane.controllers.agents.sandbox import probe_spec
 from controlplane.domain.agents.model import Agent
 from controlplane.runtimes.base import SandboxSpec, SandboxState
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
+from harness.ports import free_port
 from harness.waiting import eventually
 from tests.conftest import service_setting
 from tests.unit.sdk.fake_gateway import FakeGateway
@@ -49,6 +51,7 @@ def settings() -> dict[str, str]:
     found = {key: service_setting(key, "containerd") for key in keys}
     for key in ("AGENTOS_RUNC_RUNTIME", "AGENTOS_RUNSC_RUNTIME", "AGENTOS_RUNSC_BINARY"):
         found[key] = service_setting(key, "containerd")
+    found["AGENTOS_CNI_IPAM_DIR"] = service_setting("AGENTOS_CNI_IPAM_DIR", "sandbox network")
     return found
 
 
@@ -91,8 +94,16 @@ def imported(settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
-async def runtime(settings: dict[str, str], tmp_path: Path) -> AsyncIterator[ContainerdRuntime]:
-    rt = ContainerdRuntime.from_env({**settings, "AGENTOS_SANDBOX_DIR": str(tmp_path / "sb")})
+async def runtime(
+    settings: dict[str, str], gateway_port: int, tmp_path: Path
+) -> AsyncIterator[ContainerdRuntime]:
+    rt = ContainerdRuntime.from_env(
+        {
+            **settings,
+            "AGENTOS_SANDBOX_DIR": str(tmp_path / "sb"),
+            "AGENTOS_GATEWAY_PORT": str(gateway_port),
+        }
+    )
     yield rt
     await rt.close()
 
@@ -148,18 +159,25 @@ async def test_python3_in_the_image_imports_the_sdk_as_the_agent_user(
     }
 
 
-async def test_the_runc_tool_agent_serves_a_run_from_the_gateway_on_the_host(
-    runtime: ContainerdRuntime, new_spec: NewSpec
+@pytest.fixture(scope="module")
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.mark.parametrize("runtime_class", ["runc", "gvisor"])
+async def test_the_tool_agent_serves_a_run_from_the_gateway_on_the_host(
+    runtime: ContainerdRuntime, new_spec: NewSpec, gateway_port: int, runtime_class: str
 ) -> None:
     manifest = Agent.model_validate(yaml.safe_load(MANIFEST.read_text()))
     gateway = FakeGateway()
-    await gateway.start()
+    assert runtime.network is not None, "sandboxes reach the gateway over the bridge"
+    await gateway.start(runtime.network.settings.host_address, gateway_port)
     env = {e.name: e.value for e in manifest.spec.env}
     env |= {"AGENTOS_GATEWAY_URL": gateway.url, "AGENTOS_AGENT_TOKEN": gateway.token}
     probe = probe_spec(manifest.spec)
     assert probe is not None and probe.heartbeat
     spec = new_spec(
-        manifest.spec.runtime.class_,
+        runtime_class,
         command=list(manifest.spec.command),
         env=env,
         memory_bytes=128 << 20,

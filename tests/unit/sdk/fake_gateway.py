@@ -71,7 +71,8 @@ class FakeGateway:
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on `host`:`port` (0: any free port); the base URL."""
         app = web.Application(middlewares=[self._auth])
         app.router.add_post(PREFIX + "/runs:next", self._next)
         app.router.add_post(PREFIX + "/runs/{run}/heartbeat", self._heartbeat)
@@ -81,10 +82,10 @@ class FakeGateway:
         app.router.add_post(PREFIX + "/runs/{run}/release", self._release)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         return self.url
 
     async def stop(self) -> None:
