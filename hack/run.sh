@@ -57,6 +57,7 @@ demo_run tool-agent '{"task": "compute 2+3*4 and save it to result.txt"}'
 echo "   the file it wrote: $(cat .agentos/work/tool-agent/result.txt 2>/dev/null)"
 demo_run checkpoint-agent '{"stages": 4, "stage_seconds": 0.3}'
 demo_run tool-agent-runc '{"expression": "(2+3)*4", "file": "result.txt"}'
+demo_run tool-agent-gvisor '{"expression": "7*6", "file": "result.txt"}'
 echo
 echo "Try: agentos run tool-agent --input '{\"expression\": \"6*7\"}' --follow"
 echo "     agentos get runs; agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"

@@ -27,7 +27,12 @@ def manifest(name: str) -> Agent:
 
 @pytest.mark.parametrize(
     ("name", "concurrency"),
-    [("tool-agent.yaml", 2), ("checkpoint-agent.yaml", 1), ("tool-agent-runc.yaml", 2)],
+    [
+        ("tool-agent.yaml", 2),
+        ("checkpoint-agent.yaml", 1),
+        ("tool-agent-runc.yaml", 2),
+        ("tool-agent-gvisor.yaml", 2),
+    ],
 )
 def test_the_manifests_declare_their_runs(name: str, concurrency: int) -> None:
     spec = manifest(name).spec
