@@ -192,7 +192,9 @@ async def test_an_allowed_host_on_another_port_is_refused(plane: Plane) -> None:
 
 
 @pytest.mark.parametrize("token", [None, "aosa_not-a-credential"])
-async def test_without_a_valid_credential_the_answer_is_407(plane: Plane, token: str | None) -> None:
+async def test_without_a_valid_credential_the_answer_is_407(
+    plane: Plane, token: str | None
+) -> None:
     before = refusals("unauthenticated")
     head, _, writer = await _ask(plane, f"CONNECT api.test:{plane.up.echo_port} HTTP/1.1", token)
     writer.close()
