@@ -174,10 +174,11 @@ async def _start_runs(
 
 
 async def _start_egress_proxy(container: Container, components: set[str]) -> EgressProxy | None:
-    """The egress proxy on each AGENTOS_GATEWAY_HOST address at AGENTOS_EGRESS_PROXY_PORT
-    (with the gateway; none when that port is 0)."""
+    """The egress proxy on each AGENTOS_GATEWAY_HOST address at AGENTOS_EGRESS_PROXY_PORT,
+    wherever the gateway's server runs (component gateway, with NATS); none when that port
+    is 0."""
     settings = container.settings
-    if "gateway" not in components or not settings.egress_proxy_port:
+    if "gateway" not in components or not settings.nats_url or not settings.egress_proxy_port:
         return None
     proxy = container.build_egress_proxy()
     await proxy.start(bind_sockets(gateway_hosts(settings), settings.egress_proxy_port))
