@@ -262,6 +262,8 @@ class EgressProxy:
             self._refuse(writer, refused, context)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
+        except Exception:  # one connection's failure must not reach the server
+            log.exception("egress proxy error", **context)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -372,7 +374,8 @@ async def splice(
                 return "eof"
             last[0] = loop.time()
             dst.write(data)
-            await dst.drain()
+            # A peer that stops reading holds no connection open for longer than the idle time.
+            await asyncio.wait_for(dst.drain(), idle_timeout_s)
 
     upward = asyncio.create_task(copy(client_reader, up_writer))
     downward = asyncio.create_task(copy(up_reader, client_writer))
