@@ -23,7 +23,7 @@ from controlplane.bootstrap import Container
 from controlplane.config import Settings
 from controlplane.entrypoints.serve import bind_sockets
 from controlplane.gateway.auth import CredentialCache
-from controlplane.gateway.egress_proxy import EgressProxy
+from controlplane.gateway.egress_proxy import EgressProxy, ProxyLimits
 from controlplane.service import agents as agent_svc
 from controlplane.service import run_execution
 
@@ -228,3 +228,31 @@ async def test_with_no_egress_nothing_leaves(plane: Plane) -> None:
         writer.close()
         assert head.startswith(b"HTTP/1.1 403")
     assert plane.up.seen == []
+
+
+async def test_a_silent_tunnel_ends_after_the_idle_time_and_the_limit_answers_503(
+    plane: Plane, pg_url: str
+) -> None:
+    container = Container(Settings(database_url=pg_url))
+    limits = ProxyLimits(idle_timeout_s=0.3, max_connections=1)
+    proxy = EgressProxy(
+        CredentialCache(container.uow, 0).authenticate, resolve={"api.test": "127.0.0.1"},
+        limits=limits,
+    )  # fmt: skip
+    sockets = bind_sockets(["127.0.0.1"], 0)
+    await proxy.start(sockets)
+    small = Plane(sockets[0].getsockname()[1], plane.token, plane.empty_token, plane.up)
+    try:
+        line = f"CONNECT api.test:{plane.up.echo_port} HTTP/1.1"
+        head, reader, writer = await _ask(small, line, plane.token)
+        assert head.startswith(b"HTTP/1.1 200")
+        before = refusals("busy")
+        second, _, other = await _ask(small, line, plane.token)
+        other.close()
+        assert second.startswith(b"HTTP/1.1 503")
+        assert refusals("busy") == before + 1
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await proxy.close()
+        await container.close()

@@ -20,6 +20,7 @@ from controlplane.domain.agents.model import AgentStatus, EgressRule, parse_agen
 from controlplane.domain.errors import ValidationFailed
 from controlplane.domain.events.envelope import utcnow
 from controlplane.domain.records import AgentRecord
+from controlplane.entrypoints.serve import bind_sockets
 from controlplane.gateway.egress_proxy import (
     Refused,
     credential_of,
@@ -271,3 +272,14 @@ async def test_each_sandbox_gets_the_proxy_with_its_own_credential() -> None:
         want_schedule=lambda: None,
     )
     assert "HTTPS_PROXY" not in (await without_gateway._sandbox_spec(record, "sb-1")).env
+
+
+def test_the_gateway_binds_an_address_no_interface_has_yet() -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface: bound anyway, as the sandbox bridge's
+    # address is before the bridge exists.
+    sockets = bind_sockets(["127.0.0.1", "192.0.2.1"], 0)
+    try:
+        assert [s.getsockname()[0] for s in sockets] == ["127.0.0.1", "192.0.2.1"]
+    finally:
+        for sock in sockets:
+            sock.close()
