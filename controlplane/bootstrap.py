@@ -12,6 +12,7 @@ import signal
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
@@ -25,6 +26,8 @@ from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.registry import SchemaRegistry, load_builtin_schemas
 from controlplane.domain.scheduling.admission import Node
 from controlplane.gateway.app import Gateway, create_gateway_app
+from controlplane.gateway.auth import CredentialCache
+from controlplane.gateway.egress_proxy import EgressProxy, ProxyLimits, parse_resolve
 from controlplane.messaging.relay import Relay, RelayConfig
 from controlplane.messaging.run_queues import RunQueues
 from controlplane.runtimes.base import Runtime
@@ -119,12 +122,35 @@ class Container:
             restart_backoff_base_s=s.restart_backoff_base_s,
             node_source=node_source,
             gateway_url=self.gateway_url(),
+            egress_proxy_url=self.egress_proxy_url(),
         )
 
     def gateway_url(self) -> str:
         """The agent gateway as sandboxes reach it (AGENTOS_GATEWAY_URL)."""
         s = self.settings
         return s.gateway_url or f"http://127.0.0.1:{s.gateway_port}"
+
+    def egress_proxy_url(self) -> str | None:
+        """The egress proxy as sandboxes reach it: AGENTOS_EGRESS_PROXY_URL, else the gateway
+        URL's host on AGENTOS_EGRESS_PROXY_PORT; None when the port is 0 (no proxy)."""
+        s = self.settings
+        if s.egress_proxy_url or not s.egress_proxy_port:
+            return s.egress_proxy_url
+        host = urlsplit(self.gateway_url()).hostname or "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{s.egress_proxy_port}"
+
+    def build_egress_proxy(self) -> EgressProxy:
+        """The egress proxy (component gateway), with its own credential cache."""
+        s = self.settings
+        limits = ProxyLimits(
+            connect_timeout_s=s.egress_connect_timeout_s,
+            idle_timeout_s=s.egress_idle_timeout_s,
+            max_connections=s.egress_max_connections,
+        )
+        credentials = CredentialCache(self.uow)
+        return EgressProxy(
+            credentials.authenticate, resolve=parse_resolve(s.egress_resolve), limits=limits
+        )
 
     def run_queues(self, nc: NATS) -> RunQueues:
         """The per-agent run queues on `nc` (architecture/runs.md)."""

@@ -92,12 +92,44 @@ class Settings(BaseSettings):
         default=8091, ge=1, le=65535, description="The agent gateway's port (component gateway)."
     )
     gateway_host: str = Field(
-        default="127.0.0.1", description="The address the agent gateway listens on."
+        default="127.0.0.1",
+        pattern=r"^[^,\s]+(,[^,\s]+)*$",
+        description="The address(es) the agent gateway and the egress proxy listen on, "
+        "comma-separated (e.g. `127.0.0.1,10.89.0.1`: the host's loopback and the sandbox "
+        "bridge). An address not (yet) on an interface is bound anyway (IP_FREEBIND).",
     )
     gateway_url: str | None = Field(
         default=None,
         description="The gateway as sandboxes reach it (AGENTOS_GATEWAY_URL in each sandbox); "
         "unset: http://127.0.0.1:<gateway_port>, for sandboxes on the host's network.",
+    )
+    egress_proxy_port: int = Field(
+        default=8092,
+        ge=0,
+        le=65535,
+        description="The egress proxy's port (component gateway), on each AGENTOS_GATEWAY_HOST "
+        "address; 0: no egress proxy.",
+    )
+    egress_proxy_url: str | None = Field(
+        default=None,
+        description="The egress proxy as sandboxes reach it (their HTTP_PROXY/HTTPS_PROXY, with "
+        "their credential added); unset: the gateway URL's host and AGENTOS_EGRESS_PROXY_PORT.",
+    )
+    egress_resolve: str = Field(
+        default="",
+        pattern=r"^([^=,\s]+=[^=,\s]+(,[^=,\s]+=[^=,\s]+)*)?$",
+        description="Static name-to-address overrides for the egress proxy, `name=ip,name2=ip2` "
+        "(as curl --resolve); these addresses are trusted even when not global (tests, "
+        "air-gapped sites).",
+    )
+    egress_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="The egress proxy's limit on resolving and connecting."
+    )
+    egress_idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="An egress connection with no bytes for this long ends."
+    )
+    egress_max_connections: int = Field(
+        default=1024, ge=1, description="Egress connections open at once; more answer 503."
     )
     run_ack_wait_s: float = Field(
         default=30.0,
@@ -153,6 +185,11 @@ class Settings(BaseSettings):
     watch_max_timeout_s: float = Field(
         default=1800.0, gt=0, description="Longest a watch stream stays open."
     )
+
+
+def gateway_hosts(settings: Settings) -> list[str]:
+    """`settings.gateway_host` as a list of addresses."""
+    return [h.strip() for h in settings.gateway_host.split(",") if h.strip()]
 
 
 def component_set(settings: Settings) -> set[str]:

@@ -58,6 +58,7 @@ class ServeProcess:
             "AGENTOS_PORT": str(self.port),
             "AGENTOS_GRPC_PORT": "0",
             "AGENTOS_GATEWAY_PORT": str(free_port()),
+            "AGENTOS_EGRESS_PROXY_PORT": str(free_port()),
             "AGENTOS_STATE_DIR": str(self.state_dir),
             **settings,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import Iterator
 
@@ -13,10 +14,11 @@ import uvicorn
 from nats.aio.client import Client as NATS
 
 from controlplane.bootstrap import Container, stop_on_signals
-from controlplane.config import Settings, component_set
+from controlplane.config import Settings, component_set, gateway_hosts
 from controlplane.data import migrate
 from controlplane.data.repositories.agents import phase_counter
 from controlplane.data.repositories.run_deliveries import run_phase_counter
+from controlplane.gateway.egress_proxy import EgressProxy
 from controlplane.messaging.embedded import EmbeddedNats
 from controlplane.messaging.streams import connect
 from controlplane.observability.inventory import run_inventory
@@ -24,6 +26,33 @@ from controlplane.observability.logging import configure_logging
 from controlplane.observability.tracing import configure_tracing
 from controlplane.service.idempotency import purge_periodically
 from controlplane.service.tokens import needs_first_admin
+
+# Linux's IP_FREEBIND (and IPV6_FREEBIND): bind an address before its interface has it (the
+# sandbox bridge may come up after the gateway).
+_FREEBIND = {socket.AF_INET: (socket.SOL_IP, 15), socket.AF_INET6: (socket.IPPROTO_IPV6, 78)}
+
+
+def bind_sockets(hosts: list[str], port: int) -> list[socket.socket]:
+    """One bound TCP socket per address of `hosts` on `port` (SO_REUSEADDR, free bind on
+    Linux); the servers listen on them. Raises OSError when an address cannot be bound."""
+    sockets: list[socket.socket] = []
+    for host in hosts:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sys.platform == "linux" and family in _FREEBIND:
+            sock.setsockopt(*_FREEBIND[family], 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            for bound in sockets:
+                bound.close()
+            raise
+        sockets.append(sock)
+    return sockets
 
 
 class _ServerWithoutSignals(uvicorn.Server):
@@ -96,7 +125,10 @@ async def _run_components(settings: Settings, host: str, port: int) -> None:
                 file=sys.stderr,
             )
     nc, gateway = await _start_runs(container, components, stop, tasks)
+    proxy = await _start_egress_proxy(container, components)
     await stop.wait()
+    if proxy is not None:
+        await proxy.close()
     for running in (server, gateway):
         if running is not None:
             running.should_exit = True
@@ -115,8 +147,8 @@ async def _start_runs(
     container: Container, components: set[str], stop: asyncio.Event, tasks: list[asyncio.Task[None]]
 ) -> tuple[NATS | None, uvicorn.Server | None]:
     """The run queues' NATS connection, the run controller (with the controller) and the
-    agent gateway's server on AGENTOS_GATEWAY_PORT (with the gateway); (None, None) when
-    neither runs or there is no NATS."""
+    agent gateway's server on each AGENTOS_GATEWAY_HOST address at AGENTOS_GATEWAY_PORT (with
+    the gateway); (None, None) when neither runs or there is no NATS."""
     settings = container.settings
     if not components & {"controller", "gateway"} or not settings.nats_url:
         return None, None
@@ -130,16 +162,27 @@ async def _start_runs(
         gateway = _ServerWithoutSignals(
             uvicorn.Config(
                 container.build_gateway(queues),
-                host=settings.gateway_host,
-                port=settings.gateway_port,
                 log_config=None,
                 access_log=False,
                 # Long polls of runs:next would hold a graceful stop for their whole wait.
                 timeout_graceful_shutdown=2,
             )
         )
-        tasks.append(asyncio.create_task(gateway.serve()))
+        sockets = bind_sockets(gateway_hosts(settings), settings.gateway_port)
+        tasks.append(asyncio.create_task(gateway.serve(sockets=sockets)))
     return nc, gateway
+
+
+async def _start_egress_proxy(container: Container, components: set[str]) -> EgressProxy | None:
+    """The egress proxy on each AGENTOS_GATEWAY_HOST address at AGENTOS_EGRESS_PROXY_PORT,
+    wherever the gateway's server runs (component gateway, with NATS); none when that port
+    is 0."""
+    settings = container.settings
+    if "gateway" not in components or not settings.nats_url or not settings.egress_proxy_port:
+        return None
+    proxy = container.build_egress_proxy()
+    await proxy.start(bind_sockets(gateway_hosts(settings), settings.egress_proxy_port))
+    return proxy
 
 
 async def _start_api(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from controlplane.data.repositories.credentials import AgentCredential
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.agents.model import RunsSpec
+from controlplane.domain.agents.model import EgressRule, RunsSpec
 from controlplane.domain.errors import RunFinished, RunNotFound, Unauthenticated
 from controlplane.domain.events.envelope import rfc3339, utcnow
 from controlplane.domain.records import AgentRecord
@@ -36,7 +36,7 @@ CREDENTIAL_PREFIX = "aosa_"
 @dataclass(frozen=True)
 class AgentIdentity:
     """Who calls the gateway: one agent (`tenant`/`agent`, uid `agent_id`) from one sandbox,
-    with its `spec.runs` as read when the credential was checked."""
+    with its `spec.runs` and `spec.network.egress` as read when the credential was checked."""
 
     tenant: str
     agent_id: str
@@ -44,6 +44,7 @@ class AgentIdentity:
     sandbox_id: str
     credential_id: str
     runs: RunsSpec
+    egress: tuple[EgressRule, ...] = ()
 
     @property
     def principal(self) -> str:
@@ -98,6 +99,7 @@ async def authenticate_agent(uow: UnitOfWork, secret: str | None) -> AgentIdenti
         credential.sandbox_id,
         credential.id,
         agent.spec.runs,
+        tuple(agent.spec.network.egress),
     )
 
 

@@ -39,6 +39,7 @@ class Plane:
             "AGENTOS_PORT": str(self.port),
             "AGENTOS_GRPC_PORT": str(free_port()),
             "AGENTOS_GATEWAY_PORT": str(free_port()),
+            "AGENTOS_EGRESS_PROXY_PORT": str(free_port()),
             "AGENTOS_STATE_DIR": str(tmp / "state"),
             "AGENTOS_RUNTIME": "process",
             "AGENTOS_RUN_ACK_WAIT_S": "15",

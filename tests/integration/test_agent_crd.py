@@ -130,6 +130,24 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "/spec/runs/queue",
         "spec.runs.queue",
     ),
+    (
+        "egress wildcard inside a name",
+        lambda m: m["spec"].update(network={"egress": [{"host": "a.*.example", "ports": [443]}]}),
+        "/spec/network/egress/0/host",
+        "spec.network.egress[0].host",
+    ),
+    (
+        "egress port out of range",
+        lambda m: m["spec"].update(network={"egress": [{"host": "a.example", "ports": [0]}]}),
+        "/spec/network/egress/0/ports",
+        "spec.network.egress[0].ports",
+    ),
+    (
+        "egress without ports",
+        lambda m: m["spec"].update(network={"egress": [{"host": "a.example", "ports": []}]}),
+        "/spec/network/egress/0/ports",
+        "spec.network.egress[0].ports",
+    ),
 ]
 
 
@@ -151,3 +169,13 @@ def test_the_apiserver_and_the_api_refuse_the_same_bad_agents_naming_the_field(
     assert field in applied.stderr, applied.stderr
     got = kubectl("get", "agent", bad["metadata"]["name"], "-n", "default")
     assert got.returncode != 0, "nothing was created"
+
+
+def test_the_apiserver_takes_the_egress_the_api_takes(agent: dict[str, Any]) -> None:
+    egress = [{"host": "api.example.com", "ports": [443]}, {"host": "*.cdn.test", "ports": [80]}]
+    agent["spec"]["network"] = {"egress": egress}
+    assert parse_agent(agent).spec.network.model_dump(mode="json") == {"egress": egress}
+    applied = kubectl("apply", "--validate=strict", "-f", "-", stdin=yaml.safe_dump(agent))
+    assert applied.returncode == 0, applied.stderr
+    got = kubectl("get", "agent", agent["metadata"]["name"], "-n", "default", "-o", "json")
+    assert json.loads(got.stdout)["spec"]["network"] == {"egress": egress}

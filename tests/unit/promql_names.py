@@ -18,6 +18,7 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 METRIC_MODULES = (
     "controlplane.api.request_metrics",
     "controlplane.messaging.metrics",
+    "controlplane.observability.egress_metrics",
     "controlplane.observability.metrics",
     "controlplane.observability.run_metrics",
     "operators.agent.operator",

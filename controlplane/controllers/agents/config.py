@@ -31,3 +31,6 @@ class ControllerConfig:
     # The agent gateway as sandboxes reach it: each new sandbox gets AGENTOS_GATEWAY_URL and
     # a credential of its own (AGENTOS_AGENT_TOKEN). None: sandboxes get neither.
     gateway_url: str | None = None
+    # The egress proxy as sandboxes reach it (`http://host:port`): with the gateway, each new
+    # sandbox gets HTTP(S)_PROXY with its credential in it and NO_PROXY = the gateway's host.
+    egress_proxy_url: str | None = None

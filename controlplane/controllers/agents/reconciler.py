@@ -19,6 +19,7 @@ import structlog
 from controlplane.controllers.agents.config import ControllerConfig
 from controlplane.controllers.agents.sandbox import (
     probe_spec,
+    proxy_env,
     runtime_for,
     sandbox_hash,
     sandbox_name,
@@ -123,7 +124,8 @@ class AgentReconciler:
         return 0
 
     async def _sandbox_spec(self, record: AgentRecord, sandbox_id: str) -> SandboxSpec:
-        """The sandbox's spec, with the gateway's address and a credential of its own."""
+        """The sandbox's spec, with the gateway's address, a credential of its own and the
+        egress proxy (with that credential) as its HTTP proxy."""
         spec = sandbox_spec(record, sandbox_id)
         if self.config.gateway_url:
             token = await self._store.issue_credential(record, sandbox_id)
@@ -132,6 +134,10 @@ class AgentReconciler:
                 AGENTOS_AGENT_TOKEN=token,
                 AGENTOS_RUN_CONCURRENCY=str(record.spec.runs.concurrency),
             )
+            if self.config.egress_proxy_url:
+                spec.env.update(
+                    proxy_env(self.config.egress_proxy_url, token, self.config.gateway_url)
+                )
         return spec
 
     # -- phases --------------------------------------------------------------------------------

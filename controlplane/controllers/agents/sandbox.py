@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import urlsplit, urlunsplit
 
 from controlplane.domain.agents.model import AgentSpec
 from controlplane.domain.quantity import cpu_millis, memory_bytes
@@ -17,6 +18,21 @@ def sandbox_hash(spec: AgentSpec) -> str:
     it needs a new sandbox, any other change does not."""
     raw = json.dumps(spec.sandbox_fingerprint(), sort_keys=True).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def proxy_env(proxy_url: str, token: str, gateway_url: str | None) -> dict[str, str]:
+    """The sandbox's proxy variables: `HTTP_PROXY`, `HTTPS_PROXY` (and lower-case) =
+    `proxy_url` with `agent:<token>` as its user information (the proxy's Basic credential),
+    `NO_PROXY`/`no_proxy` = the gateway's host (the SDK reaches the gateway directly)."""
+    url = urlsplit(proxy_url)
+    authority = f"agent:{token}@{url.netloc.rpartition('@')[2]}"
+    with_credential = urlunsplit((url.scheme, authority, url.path, "", ""))
+    env = {name: with_credential for name in ("HTTP_PROXY", "HTTPS_PROXY")}
+    env |= {name.lower(): value for name, value in env.items()}
+    gateway_host = urlsplit(gateway_url).hostname if gateway_url else None
+    if gateway_host:
+        env["NO_PROXY"] = env["no_proxy"] = gateway_host
+    return env
 
 
 def sandbox_name(record: AgentRecord) -> str:

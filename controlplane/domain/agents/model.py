@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from controlplane.domain.agents import egress
 from controlplane.domain.agents.lifecycle import RestartPolicy
 from controlplane.domain.errors import BadRequest, FieldError, ValidationFailed
 from controlplane.domain.quantity import CPU_PATTERN, MEMORY_PATTERN, cpu_millis, memory_bytes
@@ -202,6 +203,47 @@ class RunsSpec(Strict):
     )
 
 
+class EgressRule(Strict):
+    """One allowlist entry: a host name (exact, or `*.` + a name for its subdomains) and
+    the ports allowed on it (controlplane/domain/agents/egress.py has the rules)."""
+
+    host: str = Field(
+        min_length=1,
+        max_length=egress.MAX_HOST_LENGTH,
+        description="`api.example.com`, or `*.example.com` for every name under example.com "
+        "(not example.com itself). Lower-cased; IP addresses are refused.",
+        # The CRD's share of the rule (case-insensitive: the API lower-cases).
+        json_schema_extra={"pattern": egress.HOST_PATTERN},
+    )
+    ports: list[Int] = Field(
+        min_length=1,
+        max_length=egress.MAX_PORTS,
+        description="TCP ports allowed on the host, 1-65535 (duplicates dropped).",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 65535}},
+    )
+
+    @field_validator("host")
+    @classmethod
+    def dns_name(cls, host: str) -> str:
+        return egress.normalize_host(host)
+
+    @field_validator("ports")
+    @classmethod
+    def port_range(cls, ports: list[int]) -> list[int]:
+        return egress.normalize_ports(ports)
+
+
+class NetworkSpec(Strict):
+    """What the sandbox may reach beyond the agent gateway (architecture/networking.md)."""
+
+    egress: list[EgressRule] = Field(
+        default_factory=list,
+        max_length=egress.MAX_RULES,
+        description="Hosts and ports reachable through the egress proxy; empty (the default): "
+        "nothing leaves the sandbox.",
+    )
+
+
 class AgentSpec(Strict):
     image: str = Field(
         min_length=1,
@@ -232,6 +274,7 @@ class AgentSpec(Strict):
     readiness: Readiness | None = None
     priority: Int = Field(default=0, ge=-1000, le=1000)
     runs: RunsSpec = Field(default_factory=RunsSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; handed to the agent as a JSON file."
     )
@@ -253,9 +296,10 @@ class AgentSpec(Strict):
         return env
 
     def sandbox_fingerprint(self) -> dict[str, Any]:
-        """The part of the spec that shapes the sandbox: a change means a new sandbox."""
+        """The part of the spec that shapes the sandbox: a change means a new sandbox.
+        `network` is not in it: the egress proxy reads the rules at each authentication."""
         return self.model_dump(
-            mode="json", by_alias=True, exclude={"priority", "maxRestarts", "runs"}
+            mode="json", by_alias=True, exclude={"priority", "maxRestarts", "runs", "network"}
         )
 
 
