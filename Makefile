@@ -22,7 +22,8 @@ run: bootstrap ## Agent OS on embedded defaults (SQLite, embedded NATS) + the ex
 up: bootstrap services ## The full local stack: real services, Prometheus + Agent OS on PostgreSQL and NATS
 	@set -a; . .services/env; set +a; \
 	  echo "Prometheus (rules of deploy/prometheus loaded, scraping serve on :$${AGENTOS_PORT:-8080}): $$AGENTOS_PROMETHEUS_URL"
-	set -a; . .services/env; set +a; $(UV) run --frozen agentos serve
+	set -a; . .services/env; set +a; AGENTOS_GATEWAY_HOST=127.0.0.1,10.89.0.1 \
+	  AGENTOS_GATEWAY_URL=http://10.89.0.1:8091 $(UV) run --frozen agentos serve
 
 services: ## Install (when missing) and start the real services; settings in .services/env
 	hack/services.sh up

@@ -16,6 +16,11 @@ unset AGENTOS_DATABASE_URL AGENTOS_NATS_URL      # embedded defaults: SQLite, ow
 export AGENTOS_RUNTIME=containerd AGENTOS_LOG_FORMAT=${AGENTOS_LOG_FORMAT:-console}
 export AGENTOS_STATE_DIR=${AGENTOS_STATE_DIR:-$ROOT/.agentos}
 export AGENTOS_SANDBOX_DIR=${AGENTOS_SANDBOX_DIR:-$AGENTOS_STATE_DIR/sandboxes}
+# Sandboxes have their own network (adr/0017): they reach the gateway and the egress proxy on
+# the sandbox bridge's host address, which hack/services.sh brought up.
+bridge=$(printf '%s' "${AGENTOS_SANDBOX_SUBNET:-10.89.0.0/16}" | sed 's#\.0/[0-9]*$#.1#')
+export AGENTOS_GATEWAY_HOST="127.0.0.1,$bridge"
+export AGENTOS_GATEWAY_URL="http://$bridge:${AGENTOS_GATEWAY_PORT:-8091}"
 port=${AGENTOS_PORT:-8080}
 export AGENTOS_API_URL="http://127.0.0.1:$port"
 agentos() { "$UV" run --frozen agentos "$@"; }
