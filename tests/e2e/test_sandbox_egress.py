@@ -106,7 +106,7 @@ with open(sys.argv[2], "w") as f:
 
 
 class Outside(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = MARKER.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -190,13 +190,16 @@ def _apply(plane: Plane, tenant: str, name: str, runtime_class: str, egress: lis
             "image": f"oci-archive:{service_setting('AGENTOS_PYTHON_IMAGE_ARCHIVE', 'image')}",
             "command": ["python3", "-c", "import time; time.sleep(86400)"],
             "runtime": {"class": runtime_class},
-            "readiness": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+            "readiness": {"exec": {"command": ["python3", "-c", "pass"]}, "periodSeconds": 1},
             "network": {"egress": egress},
         },
     }
     answer = plane.http.post(f"/api/v1/tenants/{tenant}/agents", json=manifest)
     assert answer.status_code == 201, answer.text
-    plane.wait_agent(tenant, name, "Ready", timeout_s=120)
+    try:
+        plane.wait_agent(tenant, name, "Ready", timeout_s=120)
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {plane.agent(tenant, name)['status']}") from None
 
 
 def _check(plane: Plane, tenant: str, name: str, port: int) -> dict[str, Any]:
