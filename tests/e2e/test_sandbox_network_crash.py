@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
-from harness.ports import free_port
 from harness.waiting import wait_until
 from tests.conftest import SERVICES_ENV, service_setting
 from tests.e2e.runs_plane import Plane
@@ -40,7 +39,7 @@ CONTAINERD_KEYS = (
 
 
 def _manifest(name: str, runtime_class: str, archive: str) -> dict[str, object]:
-    port = free_port()
+    port = 8080  # every agent on one port: each sandbox has its own network
     return {
         "apiVersion": "agentos.io/v1alpha1",
         "kind": "Agent",
@@ -92,7 +91,7 @@ async def _clean(env: dict[str, str]) -> None:
 def test_kill_9_of_the_controller_while_sandboxes_start_leaves_nothing_unowned(
     tmp_path: Path, pg_url: str, nats_url: str
 ) -> None:
-    """Half the agents on runc, half on gVisor."""
+    """Half the agents on runc, half on gVisor, all listening on one port."""
     archive = service_setting("AGENTOS_EXAMPLE_IMAGE_ARCHIVE", "the example agent image")
     namespace = f"agentos-crash-{uuid.uuid4().hex[:8]}"
     env = {k: SERVICES_ENV.get(k) or os.environ.get(k, "") for k in CONTAINERD_KEYS}
