@@ -25,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 
 from controlplane.data.repositories.run_notifications import DueNotification
+from controlplane.data.unit_of_work import UnitOfWork
+from controlplane.domain.errors import FieldError, ValidationFailed
 from controlplane.domain.events.envelope import rfc3339, utcnow
 from controlplane.domain.runs import notify
 from controlplane.domain.runs.lifecycle import a2a_state
@@ -205,3 +207,26 @@ async def deliver_due(
         await uow.commit()
     await asyncio.gather(*(_attempt(uow_factory, d, post, resolve, cfg) for d in claimed))
     return len(claimed)
+
+
+async def set_notification(
+    uow: UnitOfWork,
+    tenant: str,
+    run_name: str,
+    url: str,
+    *,
+    agent: str | None = None,
+    secret: str | None = None,
+    format: str = "run",
+    token: str | None = None,
+) -> RunRecord:
+    """Give run `run_name` a notification target (A2A's push notification config), in place
+    of any it had; one already delivered stays delivered. Commits. Raises RunNotFound,
+    ValidationFailed (`url` is not an http(s) URL of a global address, pointer `/url`)."""
+    problem = notify.url_problem(url)
+    if problem:
+        raise ValidationFailed(f"url: {problem}", errors=[FieldError("/url", problem)])
+    record = await uow.runs.get(tenant, run_name, agent=agent)
+    await uow.notifications.add(record.id, tenant, url, secret, format=format, token=token)
+    await uow.commit()
+    return record

@@ -14,6 +14,7 @@ from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
     ListTasksRequest,
     Message,
@@ -22,9 +23,10 @@ from a2a.types.a2a_pb2 import (
     SendMessageRequest,
     StreamResponse,
     SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
     TaskState,
 )
-from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError
 from google.protobuf import json_format, struct_pb2
 
 from harness.postgres import create_database, drop_database
@@ -164,3 +166,30 @@ async def test_a_task_is_canceled_and_its_run_with_it(plane: Plane) -> None:
         await client.get_task(GetTaskRequest(id="run-missing"))
     await client.close()
     await streaming.close()
+
+
+async def test_a_push_notification_config_is_kept_and_refused_for_a_loopback_url(
+    plane: Plane,
+) -> None:
+    tenant = tenant_name()
+    plane.apply_agent(tenant, "pusher")
+    _, client = await _client(plane, tenant, "pusher", streaming=False)
+    request = _message({"steps": 1, "sleep": 30})
+    request.configuration.return_immediately = True
+    [sent] = [e async for e in client.send_message(request)]
+    task_id = sent.task.id
+    with pytest.raises(InvalidParamsError):
+        await client.create_task_push_notification_config(
+            TaskPushNotificationConfig(task_id=task_id, url="http://127.0.0.1:9/hook")
+        )
+    url = "https://hooks.invalid/a2a"
+    made = await client.create_task_push_notification_config(
+        TaskPushNotificationConfig(task_id=task_id, url=url, token="client-token")
+    )
+    assert (made.task_id, made.url, made.token) == (task_id, url, "")
+    got = await client.get_task_push_notification_config(
+        GetTaskPushNotificationConfigRequest(task_id=task_id, id=made.id)
+    )
+    assert got.url == url
+    await client.cancel_task(CancelTaskRequest(id=task_id))
+    await client.close()

@@ -8,6 +8,7 @@
     GetTask / ListTasks      get_run / list_runs of this agent
     CancelTask               cancel_run
     SubscribeToTask          the run's events from now on
+    Create/GetTaskPushNotificationConfig   the run's notification (format `a2a`)
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controlplane.api.a2a import tasks
-from controlplane.api.a2a.jsonrpc import UNSUPPORTED_OPERATION, A2AError
+from controlplane.api.a2a.jsonrpc import TASK_NOT_FOUND, UNSUPPORTED_OPERATION, A2AError
 from controlplane.domain.access import Principal, Role
 from controlplane.domain.errors import AgentBusy, BadRequest
 from controlplane.domain.runs.lifecycle import is_terminal
 from controlplane.domain.runs.model import RunRecord
+from controlplane.service import run_notifications as notifications
 from controlplane.service import runs as svc
 from controlplane.service.idempotency import IdempotencyRequest, request_hash
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from controlplane.data.unit_of_work import UnitOfWork
 
 MAX_PAGE = 100
+PUSH_CONFIG_ID = "default"  # one config per task
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ async def _create(call: Call, params: dict[str, Any]) -> RunRecord | dict[str, A
             )
     except AgentBusy as exc:
         return tasks.rejected_task(body["labels"][tasks.CONTEXT_LABEL], exc.detail)
+    push = (params.get("configuration") or {}).get("taskPushNotificationConfig")
+    if isinstance(push, dict) and created.record is not None:
+        await _set_push(call, created.record.name, push)
     if created.record is not None:
         return created.record
     async with call.reader() as uow:
@@ -242,8 +248,45 @@ async def cancel_task(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return tasks.task(record.to_object())
 
 
+def _push_config(params: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """A TaskPushNotificationConfig as answered: its token is the caller's and not shown."""
+    return {"id": PUSH_CONFIG_ID, "taskId": task_id, "url": params.get("url", "")}
+
+
+async def _set_push(call: Call, task_id: str, config: dict[str, Any]) -> None:
+    url, token = config.get("url"), config.get("token") or None
+    if not isinstance(url, str) or (token is not None and not isinstance(token, str)):
+        raise BadRequest("url: a string; token: a string when given")
+    async with call.writer() as uow:
+        await notifications.set_notification(
+            uow, call.tenant, task_id, url, agent=call.agent, format="a2a", token=token
+        )
+
+
+async def create_push_config(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """CreateTaskPushNotificationConfig → the config. The task's end is POSTed to `url` as a
+    StreamResponse `statusUpdate` with `X-A2A-Notification-Token: <token>`; one config per
+    task (a second replaces the first)."""
+    task_id = _task_id(params, "taskId")
+    await _set_push(call, task_id, params)
+    return _push_config(params, task_id)
+
+
+async def get_push_config(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """GetTaskPushNotificationConfig → the task's config; TaskNotFound without one."""
+    task_id = _task_id(params, "taskId")
+    async with call.reader() as uow:
+        record = await svc.get_run(uow, call.tenant, task_id, agent=call.agent)
+        url = await uow.notifications.url_of(record.id, "a2a")
+    if url is None:
+        raise A2AError(TASK_NOT_FOUND, f"task {task_id!r} has no push notification config")
+    return _push_config({"url": url}, task_id)
+
+
 UNARY = {
     "SendMessage": send_message,
+    "CreateTaskPushNotificationConfig": create_push_config,
+    "GetTaskPushNotificationConfig": get_push_config,
     "GetTask": get_task,
     "ListTasks": list_tasks,
     "CancelTask": cancel_task,

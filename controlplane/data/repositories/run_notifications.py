@@ -101,6 +101,13 @@ class RunNotificationRepository:
             )
         return claimed
 
+    async def url_of(self, run_id: str, format: str) -> str | None:
+        """The URL of the run's notification in `format`, or None."""
+        r = await self._conn.execute(
+            select(_n.c.url).where(_n.c.run_id == run_id, _n.c.format == format)
+        )
+        return r.scalar_one_or_none()
+
     async def terminal_event(self, run_id: str) -> StoredEvent | None:
         """The run's terminal event (`run.succeeded`, ...), or None."""
         r = (
