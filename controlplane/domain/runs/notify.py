@@ -30,6 +30,9 @@ SIGNATURE_HEADER = "X-AgentOS-Signature"
 DELIVERY_HEADER = "X-AgentOS-Delivery"
 EVENT_HEADER = "X-AgentOS-Event"
 A2A_TOKEN_HEADER = "X-A2A-Notification-Token"  # noqa: S105 - a header name
+# http(s), a host (a name or an IPv4 literal: no user info), an optional port 0-65535.
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+URL_PATTERN = rf"^https?://[A-Za-z0-9._~!$&'()*+,;=%-]+(:{_PORT})?([/?#]\S*)?$"
 MAX_ATTEMPTS = 10
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 300.0
@@ -39,7 +42,9 @@ class NotifyTarget(Strict):
     """Where a run's end is announced: an http(s) `url` (no user info), and an optional
     `secret` (8-256 characters) to sign with. The secret is stored, used, never shown."""
 
-    url: str = Field(min_length=1, max_length=2048, description="http:// or https://")
+    url: str = Field(
+        min_length=1, max_length=2048, pattern=URL_PATTERN, description="http:// or https://"
+    )
     secret: str | None = Field(default=None, min_length=8, max_length=256, repr=False)
 
     @field_validator("url")
