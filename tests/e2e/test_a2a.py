@@ -193,3 +193,30 @@ async def test_a_push_notification_config_is_kept_and_refused_for_a_loopback_url
     assert got.url == url
     await client.cancel_task(CancelTaskRequest(id=task_id))
     await client.close()
+
+
+def test_a_viewer_reads_the_card_but_cannot_send_and_another_tenant_is_not_found(
+    plane: Plane,
+) -> None:
+    tenant = tenant_name()
+    plane.apply_agent(tenant, "guarded")
+    made = plane.http.post(
+        f"/api/v1/tenants/{tenant}/tokens", json={"principal": "watcher", "role": "viewer"}
+    )
+    assert made.status_code == 201, made.text
+    viewer = {"Authorization": f"Bearer {made.json()['token']}"}
+    base = f"{plane.base}/a2a/{tenant}/guarded"
+    assert httpx.get(f"{base}/.well-known/agent-card.json", headers=viewer).status_code == 200
+    assert httpx.get(f"{base}/.well-known/agent-card.json").status_code == 401
+    send = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
+        "params": {"message": {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "x"}]}},
+    }
+    refused = httpx.post(base, json=send, headers=viewer)
+    assert refused.status_code == 403 and refused.json()["code"] == "PERMISSION_DENIED"
+    other = httpx.post(f"{plane.base}/a2a/{tenant_name()}/guarded", json=send, headers=viewer)
+    assert other.status_code == 404 and other.json()["code"] == "TENANT_NOT_FOUND"
+    unknown = httpx.post(base, json={**send, "method": "Nope"}, headers=viewer).json()
+    assert unknown["error"]["code"] == -32601
