@@ -185,6 +185,20 @@ class Settings(BaseSettings):
     watch_max_timeout_s: float = Field(
         default=1800.0, gt=0, description="Longest a watch stream stays open."
     )
+    # Run notifications (architecture/runs.md, Notify), sent by each relay process.
+    notify_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often the notifier looks for ended runs to notify."
+    )
+    notify_timeout_s: float = Field(
+        default=10.0, gt=0, description="The limit on one webhook call (connect to answer)."
+    )
+    egress_resolve: str = Field(
+        default="",
+        pattern=r"^([^=,\s]+=[^=,\s]+(,[^=,\s]+=[^=,\s]+)*)?$",
+        description="Static name-to-address overrides for the egress proxy, `name=ip,name2=ip2` "
+        "(as curl --resolve); these addresses are trusted even when not global (tests, "
+        "air-gapped sites).",
+    )
 
 
 def gateway_hosts(settings: Settings) -> list[str]:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from controlplane import __version__
+from controlplane.api.a2a import routes as a2a
 from controlplane.api.context import ApiContext
 from controlplane.api.errors import (
     FieldProblem,
@@ -83,6 +84,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(audit.router)
     app.include_router(admin.router)
+    app.include_router(a2a.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

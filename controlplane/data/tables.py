@@ -301,3 +301,34 @@ agent_credentials = Table(
     Column("created_at", Time, nullable=False),
     Column("revoked_at", Time, nullable=True),
 )
+
+# A run's webhook (architecture/runs.md, Notify): one per run, its delivery record. The
+# notifier claims a due one by moving `due_at` past its lease, so a notifier that dies
+# mid-call leaves it due again; `delivered_at` is set once the receiver answered 2xx.
+run_notifications = Table(
+    "run_notifications",
+    metadata,
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(256), nullable=True),
+    # `run` (our event body) or `a2a` (an A2A StreamResponse, with its notification token).
+    Column("format", String(16), nullable=False, server_default=text("'run'")),
+    Column("token", String(256), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("due_at", Time, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("delivered_at", Time, nullable=True),
+    Column("gave_up_at", Time, nullable=True),
+    Column("last_error", String(1000), nullable=True),
+)
+
+# The notifier's scan: only the notifications still to deliver.
+Index(
+    "ix_run_notifications_due",
+    run_notifications.c.due_at,
+    postgresql_where=run_notifications.c.delivered_at.is_(None)
+    & run_notifications.c.gave_up_at.is_(None),
+    sqlite_where=run_notifications.c.delivered_at.is_(None)
+    & run_notifications.c.gave_up_at.is_(None),
+)

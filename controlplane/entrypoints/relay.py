@@ -8,20 +8,31 @@ from controlplane.bootstrap import Container, stop_on_signals
 from controlplane.config import Settings
 from controlplane.messaging.relay import Relay
 from controlplane.messaging.streams import connect
+from controlplane.messaging.webhooks import Notifier, parse_resolve
 from controlplane.observability.logging import configure_logging
 from controlplane.observability.tracing import configure_tracing
 
 
 async def run_relay(container: Container, stop: asyncio.Event) -> None:
-    """Relay committed outbox events to JetStream (`container.settings.nats_url`) until
-    `stop` is set; the NATS connection is drained on the way out."""
+    """Relay committed outbox events to JetStream (`container.settings.nats_url`), and send
+    run notifications, until `stop` is set; the NATS connection is drained on the way out."""
     settings = container.settings
     assert settings.nats_url, "run_relay needs AGENTOS_NATS_URL"
     nc = await connect(settings.nats_url, name="agentos-relay")
+    # Run notifications go out from the relays too (architecture/runs.md, Notify).
+    notifier = Notifier(
+        container.uow,
+        resolve_overrides=parse_resolve(settings.egress_resolve),
+        poll_interval_s=settings.notify_poll_interval_s,
+        timeout_s=settings.notify_timeout_s,
+    )
+    notifying = asyncio.create_task(notifier.run(stop))
     try:
         relay = Relay(container.engine, settings.database_url, nc, container.relay_config())
         await relay.run(stop)
     finally:
+        notifying.cancel()
+        await asyncio.gather(notifying, return_exceptions=True)
         await nc.drain()
 
 

@@ -178,6 +178,8 @@ async def create_run(
         ]
     )
     await uow.runs.set_dispatch_event(record.id, dispatch.event_id)
+    if request.notify is not None:  # the secret is stored here only, never in the Run
+        await uow.notifications.add(record.id, tenant, request.notify.url, request.notify.secret)
     await uow.audit.record(
         "run.create",
         resource_of(record),

@@ -36,6 +36,7 @@ from controlplane.domain.agents.model import (
 from controlplane.domain.errors import ValidationFailed
 from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.runs.lifecycle import RunPhase
+from controlplane.domain.runs.notify import NotifyTarget
 
 KIND = "Run"  # apiVersion is the Agent's: agentos.io/v1alpha1
 TIMEOUT_MAX_S = 86400
@@ -58,6 +59,11 @@ class RunCreate(Strict):
         Annotated[int, Field(ge=1, le=TIMEOUT_MAX_S), BeforeValidator(not_bool)] | None
     ) = None
     labels: dict[str, str] = Field(default_factory=dict, json_schema_extra=_LABELS_SCHEMA)
+    notify: NotifyTarget | None = Field(
+        default=None,
+        description="A webhook POSTed once when the run ends, signed with `secret` "
+        "(architecture/runs.md, Notify). The secret is never shown again.",
+    )
 
     @field_validator("labels")
     @classmethod
