@@ -192,13 +192,6 @@ class Settings(BaseSettings):
     notify_timeout_s: float = Field(
         default=10.0, gt=0, description="The limit on one webhook call (connect to answer)."
     )
-    egress_resolve: str = Field(
-        default="",
-        pattern=r"^([^=,\s]+=[^=,\s]+(,[^=,\s]+=[^=,\s]+)*)?$",
-        description="Static name-to-address overrides for the egress proxy, `name=ip,name2=ip2` "
-        "(as curl --resolve); these addresses are trusted even when not global (tests, "
-        "air-gapped sites).",
-    )
 
 
 def gateway_hosts(settings: Settings) -> list[str]:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from controlplane.domain.agents.egress import allows
+from controlplane.domain.agents.egress import allows, is_global
 from controlplane.domain.errors import Unauthenticated
 from controlplane.observability.egress_metrics import record_connection, record_refusal
 from controlplane.service.run_execution import AgentIdentity
@@ -195,19 +195,6 @@ def _authority(authority: str, default_port: int | None) -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise Refused(400, "bad_request", f"{authority!r} is not host:port")
     return host.lower(), int(port_text)
-
-
-def is_global(address: str) -> bool:
-    """Whether `address` is a globally routable unicast address (not loopback, private,
-    link-local, shared, reserved, multicast...); an IPv4-mapped IPv6 address counts as its
-    IPv4 address. Unparsable: False."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 class EgressProxy:

@@ -98,3 +98,16 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def is_global(address: str) -> bool:
+    """Whether `address` is a globally routable unicast address (not loopback, private,
+    link-local, shared, reserved, multicast...); an IPv4-mapped IPv6 address counts as its
+    IPv4 address. Unparsable: False."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from controlplane.domain.agents.egress import is_global
 from controlplane.domain.agents.model import Strict
 
 SIGNATURE_HEADER = "X-AgentOS-Signature"
@@ -78,10 +79,7 @@ def url_problem(url: str) -> str | None:
 def address_problem(address: str) -> str | None:
     """Why a resolved `address` is never called (loopback, private, link-local, multicast,
     reserved, unspecified: anything not global), or None."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_global and not ip.is_multicast:
+    if is_global(address):
         return None
     return f"{address} is not a global address (the egress rules refuse it)"
 
