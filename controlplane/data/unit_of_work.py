@@ -19,6 +19,7 @@ from controlplane.data.repositories.audit import AuditRepository
 from controlplane.data.repositories.credentials import AgentCredentialRepository
 from controlplane.data.repositories.events import EventRepository
 from controlplane.data.repositories.idempotency import IdempotencyRepository
+from controlplane.data.repositories.model_providers import ModelProviderRepository
 from controlplane.data.repositories.run_deliveries import RunDeliveryRepository
 from controlplane.data.repositories.runs import RunRepository
 from controlplane.data.repositories.tenants import TenantRepository
@@ -45,6 +46,7 @@ class UnitOfWork:
     deliveries: RunDeliveryRepository
     tokens: TokenRepository
     idempotency: IdempotencyRepository
+    models: ModelProviderRepository
     connection: AsyncConnection
 
     def __init__(
@@ -74,6 +76,7 @@ class UnitOfWork:
         self._span.__enter__()
         self.tokens = TokenRepository(self.connection)
         self.idempotency = IdempotencyRepository(self.connection)
+        self.models = ModelProviderRepository(self.connection)
         return self
 
     async def commit(self) -> None:
