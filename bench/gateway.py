@@ -5,7 +5,7 @@
 Against a scratch database (from AGENTOS_PG_ADMIN_DSN, dropped at the end), a private
 nats-server, `agentos serve` in its own process (process runtime, log level warning) with
 one SDK agent (bench/agents/run_agent.py) holding one run Running, and the test double of
-an OpenAI-compatible provider (tests/doubles/openai_upstream.py) in this process's threads.
+an OpenAI-compatible provider (tests/doubles/openai_upstream.py) in a process of its own.
 The load generator (asyncio + httpx, one connection pool per target) offers `--rate`
 non-streaming chat completions per second, open loop (each request starts at its scheduled
 instant whether or not earlier ones have answered; latency is counted from that instant),
@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +40,6 @@ from bench.runs_plane import AGENT_SCRIPT, TENANT, Plane, Stamps
 from harness.nats import PrivateNats
 from harness.postgres import create_database, drop_database
 from harness.serve import ServeProcess
-from tests.doubles.openai_upstream import OpenAIUpstreamDouble
 
 SECRET = "sk-bench-double"
 KEY_ENV = "BENCH_MODEL_KEY"
@@ -115,7 +115,24 @@ async def hold_a_run(plane: Plane) -> tuple[str, str]:
     return str(spec["env"]["AGENTOS_AGENT_TOKEN"]), run
 
 
-async def measure(plane: Plane, upstream: OpenAIUpstreamDouble, args: argparse.Namespace) -> None:
+class Upstream:
+    """The test double in its own process: `base_url`, `stop()`."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.doubles.openai_upstream", "--credential", SECRET],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.base_url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}/v1"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+async def measure(plane: Plane, upstream: Upstream, args: argparse.Namespace) -> None:
     await plane.http.put(f"/api/v1/tenants/{TENANT}", json={"quota": {}})
     provider = {
         "baseUrl": upstream.base_url,
@@ -127,7 +144,7 @@ async def measure(plane: Plane, upstream: OpenAIUpstreamDouble, args: argparse.N
     answer.raise_for_status()
     token, run = await hold_a_run(plane)
     gateway = f"http://127.0.0.1:{plane.serve.env['AGENTOS_GATEWAY_PORT']}"
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=32)
     targets = {
         "direct": (upstream.base_url + "/chat/completions", {"Authorization": f"Bearer {SECRET}"}),
         "gateway": (
@@ -182,11 +199,12 @@ async def bench(args: argparse.Namespace) -> None:
         await asyncio.to_thread(serve.start)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         plane = Plane(serve, dsn, Stamps(), 9)  # the agent's stamps go nowhere (discard port)
-        with OpenAIUpstreamDouble(SECRET, record=False) as upstream:
-            try:
-                await measure(plane, upstream, args)
-            finally:
-                await plane.http.aclose()
+        upstream = Upstream()
+        try:
+            await measure(plane, upstream, args)
+        finally:
+            upstream.stop()
+            await plane.http.aclose()
     except BaseException:
         if serve is not None:
             log(f"serve log tail:\n{serve.log_tail(3000)}")

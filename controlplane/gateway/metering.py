@@ -5,9 +5,9 @@ token budget admit it, and the recording of each call as an `llm` step.
 What the proxy reads before a call is cached for a second or two (the attribution, the
 tenant's providers, the budget window's use), so a call costs no database round trip on
 its way to the upstream; the recording is written after the answer has gone, off the
-request's path. The trade: a run that ends, a provider changed or a budget crossed is seen
-within `ttl_s`; a budget is admission control, so a window may overshoot by the calls in
-flight when it was crossed.
+request's path, in batches (one transaction per batch). The trade: a run that ends, a
+provider changed or a budget crossed is seen within `ttl_s`; a budget is admission
+control, so a window may overshoot by the calls in flight when it was crossed.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from controlplane.domain.providers.model import ProviderRecord
 from controlplane.domain.runs.model import Usage
 from controlplane.domain.runs.steps import Step
 from controlplane.service import model_calls
-from controlplane.service.model_calls import RunRef
+from controlplane.service.model_calls import Metered, RunRef
 from controlplane.service.run_execution import AgentIdentity
 
 K = TypeVar("K")
 V = TypeVar("V")
 log = structlog.get_logger("agentos.gateway.models")
+MAX_BATCH = 500
 
 
 class TtlCache(Generic[K, V]):
@@ -82,13 +83,17 @@ class RequestLimiter:
 class Meter:
     """Attribution, admission and recording of model calls, on `uow`."""
 
-    def __init__(self, uow: Callable[[], UnitOfWork], *, ttl_s: float = 1.0) -> None:
+    def __init__(
+        self, uow: Callable[[], UnitOfWork], *, ttl_s: float = 1.0, batch_s: float = 0.02
+    ) -> None:
         self._uow = uow
         self._runs: TtlCache[tuple[str, str | None, int | None], RunRef] = TtlCache(ttl_s)
         self._providers: TtlCache[str, list[ProviderRecord]] = TtlCache(ttl_s * 2)
         self._used: TtlCache[tuple[str, str, int], int] = TtlCache(ttl_s)
         self._limiter = RequestLimiter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[Metered] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._batch_s = batch_s
 
     async def attribute(self, who: AgentIdentity, run: str | None, attempt: int | None) -> RunRef:
         """The run the call is attributed to (service.model_calls.attribute, cached)."""
@@ -135,38 +140,43 @@ class Meter:
     def record(
         self, run: RunRef, step: Step, provider: ProviderRecord, window: int, operation: str
     ) -> None:
-        """Record the call in the background (the answer does not wait for it); the budget
-        cache counts its tokens at once."""
+        """Record the call in the background (the answer does not wait for it): calls are
+        written in batches, one transaction each, every `batch_s` seconds at most; the
+        budget cache counts the call's tokens at once."""
         key = (provider.tenant, provider.name, window)
         used = self._used.get(key)
         if used is not None:
             self._used.put(key, used + _tokens(step.usage))
-        task = asyncio.create_task(self._record(run, step, provider.name, window, operation))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending.append(Metered(run, step, provider.name, window, operation))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
 
-    async def _record(
-        self, run: RunRef, step: Step, provider: str, window: int, operation: str
-    ) -> None:
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self._batch_s)
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            await self._write(batch)
+
+    async def _write(self, batch: list[Metered]) -> None:
         for attempt in range(3):
             try:
                 async with self._uow() as uow:
-                    await model_calls.record_call(uow, run, step, provider, window, operation)
+                    await model_calls.record_calls(uow, batch)
                 return
-            except Exception as exc:  # a lost race on the run row: try again
+            except Exception as exc:  # a lost race on a run row: try again
                 if attempt == 2:
                     log.error(
-                        "model call not recorded",
-                        run=run.name,
-                        call_id=step.callId,
+                        "model calls not recorded",
+                        calls=len(batch),
+                        runs=sorted({c.run.name for c in batch}),
                         error=type(exc).__name__,
                     )
                 await asyncio.sleep(0.05 * (attempt + 1))
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait for the recordings in flight (on shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher}, timeout=timeout_s)
 
 
 def _tokens(usage: Usage) -> int:

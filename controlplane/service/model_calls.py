@@ -8,12 +8,14 @@ Each function is one UnitOfWork. The upstream call itself is the gateway's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.errors import RunFinished, RunNotFound, RunNotRunning
 from controlplane.domain.providers.model import ProviderRecord
 from controlplane.domain.runs.lifecycle import RunPhase, is_terminal
+from controlplane.domain.runs.model import Usage
 from controlplane.domain.runs.steps import Step
 from controlplane.observability import run_metrics
 from controlplane.observability.run_tracing import record_step_span
@@ -72,33 +74,60 @@ async def window_tokens(uow: UnitOfWork, tenant: str, provider: str, window_star
     return await uow.models.window_tokens(tenant, provider, window_start)
 
 
-async def record_call(
-    uow: UnitOfWork,
-    run: RunRef,
-    step: Step,
-    provider: str,
-    window_start: int,
-    operation: str,
-) -> bool:
-    """Journal a proxied model call as `step` (type `llm`, idempotent by `callId`) of
-    `run` — terminal or not: the tokens were spent — add its usage to the run's, and count
-    it in the tenant's budget window of `provider`; writes `run.step_recorded`. After
-    commit, the GenAI metrics (`operation`: `chat` or `embeddings`) and the step's span.
-    Returns False when the run is gone or the callId was already journaled (the usage is
-    then counted in the budget window only). Commits."""
-    record = await uow.runs.by_id(run.run_id, for_update=True)
-    if record is None:
-        return False
-    await uow.models.add_usage(record.tenant, provider, window_start, step.usage)
-    _, written = await uow.runs.record_step(record.id, step)
-    if written:
-        usage = record.status.usage + step.usage
+@dataclass(frozen=True)
+class Metered:
+    """One proxied call to record: its run, its `llm` step, the provider and budget window
+    it counts in, and its GenAI operation (`chat`, `embeddings`)."""
+
+    run: RunRef
+    step: Step
+    provider: str
+    window_start: int
+    operation: str
+
+
+async def record_calls(uow: UnitOfWork, calls: list[Metered]) -> int:
+    """Journal proxied model calls, in one transaction: each `step` (type `llm`, idempotent
+    by `callId`) in its run — terminal or not: the tokens were spent — the run's usage
+    increased by the steps written, one `run.step_recorded` each, and every call's usage
+    counted in its tenant's budget window. After commit, the GenAI metrics and each step's
+    span. Returns how many steps were written (a run gone or a callId already journaled
+    counts in the budget window only). Commits."""
+    by_run: dict[str, list[Metered]] = {}
+    windows: dict[tuple[str, str, int], tuple[Usage, int]] = {}
+    for call in calls:
+        by_run.setdefault(call.run.run_id, []).append(call)
+    written = 0
+    for run_id in sorted(by_run):  # one lock order for every writer
+        record = await uow.runs.by_id(run_id, for_update=True)
+        if record is None:
+            continue
+        added = Usage()
+        for call in by_run[run_id]:
+            key = (record.tenant, call.provider, call.window_start)
+            used, count = windows.get(key, (Usage(), 0))
+            windows[key] = (used + call.step.usage, count + 1)
+            if not (await uow.runs.record_step(record.id, call.step))[1]:
+                continue
+            written += 1
+            added = added + call.step.usage
+            payload = {
+                "name": record.name,
+                "agent": record.agent,
+                "step": call.step.model_dump(mode="json"),
+            }
+            await uow.outbox.add(run_event(record, "run.step_recorded", payload))
+            uow.after_commit(_observer(record.id, call))
+        usage = record.status.usage + added
         await uow.runs.set_phase(record, record.status.model_copy(update={"usage": usage}))
-        payload = {"name": record.name, "agent": record.agent, "step": step.model_dump(mode="json")}
-        await uow.outbox.add(run_event(record, "run.step_recorded", payload))
-        uow.after_commit(lambda: _observe(record.id, step, operation))
+    for (tenant, provider, window_start), (usage, count) in windows.items():
+        await uow.models.add_usage(tenant, provider, window_start, usage, requests=count)
     await uow.commit()
     return written
+
+
+def _observer(run_id: str, call: Metered) -> Callable[[], None]:
+    return lambda: _observe(run_id, call.step, call.operation)
 
 
 def _observe(run_id: str, step: Step, operation: str) -> None:

@@ -156,12 +156,14 @@ class ModelProviderRepository:
         )
         return int((await self._conn.execute(query)).scalar() or 0)
 
-    async def add_usage(self, tenant: str, provider: str, window_start: int, usage: Usage) -> None:
-        """Count one call's `usage` in its window (INSERT ... ON CONFLICT DO UPDATE: safe
-        under concurrent calls, one statement)."""
+    async def add_usage(
+        self, tenant: str, provider: str, window_start: int, usage: Usage, *, requests: int = 1
+    ) -> None:
+        """Count `requests` calls that used `usage` in their window (INSERT ... ON CONFLICT
+        DO UPDATE: safe under concurrent writers, one statement)."""
         cost = Decimal(str(usage.costUsd))
         values = {
-            "requests": 1,
+            "requests": requests,
             "input_tokens": usage.inputTokens,
             "output_tokens": usage.outputTokens,
             "cached_input_tokens": usage.cachedInputTokens,
