@@ -69,7 +69,7 @@ def _gateway(plane: Plane) -> str:
     return f"http://127.0.0.1:{plane.env['AGENTOS_GATEWAY_PORT']}"
 
 
-def _agent(plane: Plane, tenant: str, name: str) -> None:
+def _agent(plane: Plane, tenant: str, name: str, **runs: Any) -> None:
     manifest = {
         "apiVersion": "agentos.io/v1alpha1",
         "kind": "Agent",
@@ -85,7 +85,7 @@ def _agent(plane: Plane, tenant: str, name: str) -> None:
                 {"name": "COUNT_DIR", "value": str(plane.counts)},
                 {"name": "AGENTOS_HEARTBEAT_SECONDS", "value": "1"},
             ],
-            "runs": {"concurrency": 2},
+            "runs": {"concurrency": 2, **runs},
         },
     }
     answer = plane.http.post(f"/api/v1/tenants/{tenant}/agents", json=manifest)
@@ -106,11 +106,13 @@ def _provider(plane: Plane, tenant: str, upstream: OpenAIUpstreamDouble, **limit
     assert plane.http.put(f"/api/v1/tenants/{tenant}/models/double", json=body).status_code == 200
 
 
-def _setup(plane: Plane, upstream: OpenAIUpstreamDouble, **limits: Any) -> str:
+def _setup(
+    plane: Plane, upstream: OpenAIUpstreamDouble, runs: dict[str, Any] | None = None, **limits: Any
+) -> str:
     tenant = tenant_name()
     plane.http.put(f"/api/v1/tenants/{tenant}", json={"quota": {}})
     _provider(plane, tenant, upstream, **limits)
-    _agent(plane, tenant, "caller")
+    _agent(plane, tenant, "caller", **(runs or {}))
     return tenant
 
 
@@ -150,7 +152,7 @@ def test_a_chat_call_succeeds_metered_with_the_upstreams_tokens_and_the_provider
     )
     assert rolled["costUsd"] == pytest.approx(COST)
     received = [r for r in upstream.received if r.body.get("model") == "double-chat"][-1]
-    assert received.headers["Authorization"] == f"Bearer {SECRET}"
+    assert received.headers["authorization"] == f"Bearer {SECRET}"
     assert not any("aosa_" in v for v in received.headers.values()), "sandbox credential leaked"
     tenant_usage = plane.http.get(f"/api/v1/tenants/{tenant}/usage").json()
     assert tenant_usage["total"]["inputTokens"] == 17 and tenant_usage["total"]["requests"] == 1
@@ -192,7 +194,7 @@ def test_embeddings_are_metered_as_an_llm_step(
 def test_a_spent_budget_answers_429_with_retry_after_and_the_run_fails_with_it(
     plane: Plane, upstream: OpenAIUpstreamDouble
 ) -> None:
-    tenant = _setup(plane, upstream, tokenBudget=20, budgetWindowSeconds=3600)
+    tenant = _setup(plane, upstream, {"maxAttempts": 1}, tokenBudget=20, budgetWindowSeconds=3600)
     run = plane.submit(tenant, "caller", {"mode": "chat", "times": 3})
     done = plane.wait_run(tenant, run)
     assert done["status"]["phase"] == "Failed", done["status"]
