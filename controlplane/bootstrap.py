@@ -8,6 +8,7 @@ benchmarks build their parts here, so the wiring is written once (adr/0012-layou
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 from collections.abc import Mapping
 from functools import lru_cache
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.config import Settings
@@ -125,6 +127,13 @@ class Container:
             egress_proxy_url=self.egress_proxy_url(),
         )
 
+    def plane_id(self) -> str:
+        """This installation's mark on what it shares with others (its run consumers on a
+        shared NATS): the instance name and a hash of its database's address (no secret)."""
+        url = make_url(self.settings.database_url).set(password=None)
+        digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()
+        return f"{self.settings.instance}/{digest[:12]}"
+
     def gateway_url(self) -> str:
         """The agent gateway as sandboxes reach it (AGENTOS_GATEWAY_URL)."""
         s = self.settings
@@ -154,7 +163,7 @@ class Container:
 
     def run_queues(self, nc: NATS) -> RunQueues:
         """The per-agent run queues on `nc` (architecture/runs.md)."""
-        return RunQueues(nc, ack_wait_s=self.settings.run_ack_wait_s)
+        return RunQueues(nc, ack_wait_s=self.settings.run_ack_wait_s, owner=self.plane_id())
 
     def build_run_controller(
         self, queues: RunQueues, config: RunControllerConfig | None = None

@@ -76,6 +76,10 @@ CATALOGUE: dict[str, ErrorSpec] = {
     ),
     "RESOURCE_VERSION_EXPIRED": ErrorSpec(410, "OUT_OF_RANGE", "The resourceVersion is too old"),
     "RATE_LIMITED": ErrorSpec(429, "RESOURCE_EXHAUSTED", "Too many requests"),
+    "MODEL_NOT_FOUND": ErrorSpec(404, "NOT_FOUND", "Model provider not found"),
+    "BUDGET_EXHAUSTED": ErrorSpec(429, "RESOURCE_EXHAUSTED", "The token budget is spent"),
+    "RUN_NOT_RUNNING": ErrorSpec(409, "FAILED_PRECONDITION", "No running run for the call"),
+    "MODEL_UPSTREAM_UNAVAILABLE": ErrorSpec(502, "UNAVAILABLE", "The model provider failed"),
     "INTERNAL": ErrorSpec(500, "INTERNAL", "Internal error"),
 }
 

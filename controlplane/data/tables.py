@@ -16,6 +16,8 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -331,4 +333,34 @@ Index(
     & run_notifications.c.gave_up_at.is_(None),
     sqlite_where=run_notifications.c.delivered_at.is_(None)
     & run_notifications.c.gave_up_at.is_(None),
+)
+
+# Model providers of a tenant (architecture/model-gateway.md): `spec` holds the upstream, the
+# credential's reference (never a secret), models, pricing and limits.
+model_providers = Table(
+    "model_providers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(63), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("resource_version", BigInteger, nullable=False, server_default=text("1")),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("tenant", "name"),
+)
+# What a tenant's model calls used, per provider and fixed budget window (window_start in
+# seconds since the epoch): the budget is checked against it, and the tenant's usage read.
+model_usage = Table(
+    "model_usage",
+    metadata,
+    Column("tenant", String(63), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(63), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("requests", BigInteger, nullable=False, server_default=text("0")),
+    Column("input_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("output_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("cached_input_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("cost_usd", Numeric(20, 9), nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("tenant", "provider", "window_start"),
 )

@@ -19,6 +19,7 @@ from controlplane.data.repositories.audit import AuditRepository
 from controlplane.data.repositories.credentials import AgentCredentialRepository
 from controlplane.data.repositories.events import EventRepository
 from controlplane.data.repositories.idempotency import IdempotencyRepository
+from controlplane.data.repositories.model_providers import ModelProviderRepository
 from controlplane.data.repositories.run_deliveries import RunDeliveryRepository
 from controlplane.data.repositories.run_notifications import RunNotificationRepository
 from controlplane.data.repositories.runs import RunRepository
@@ -47,6 +48,7 @@ class UnitOfWork:
     tokens: TokenRepository
     idempotency: IdempotencyRepository
     notifications: RunNotificationRepository
+    models: ModelProviderRepository
     connection: AsyncConnection
 
     def __init__(
@@ -77,6 +79,7 @@ class UnitOfWork:
         self.tokens = TokenRepository(self.connection)
         self.idempotency = IdempotencyRepository(self.connection)
         self.notifications = RunNotificationRepository(self.connection)
+        self.models = ModelProviderRepository(self.connection)
         return self
 
     async def commit(self) -> None:

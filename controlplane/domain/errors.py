@@ -170,3 +170,29 @@ class ResourceVersionExpired(AgentOSError):
     """A watch asked to resume from a resourceVersion older than what is kept (HTTP 410)."""
 
     code = "RESOURCE_VERSION_EXPIRED"
+
+
+class ModelNotFound(NotFound):
+    """No model provider of that name in the tenant, or none that serves the requested model."""
+
+    code = "MODEL_NOT_FOUND"
+
+
+class BudgetExhausted(RateLimited):
+    """The tenant spent its token budget on a model provider for the current window; retry
+    when the next window opens (`retry_after_s`)."""
+
+    code = "BUDGET_EXHAUSTED"
+
+
+class RunNotRunning(AgentOSError):
+    """A model call could not be attributed to a run: the named run is not Running, or the
+    agent has no running run (or several, and the call named none)."""
+
+    code = "RUN_NOT_RUNNING"
+
+
+class UpstreamUnavailable(AgentOSError):
+    """The model provider could not be reached, timed out, or its credential is missing."""
+
+    code = "MODEL_UPSTREAM_UNAVAILABLE"

@@ -4,7 +4,8 @@ under `/gateway/v1`, answering errors as RFC 9457 problem+json from the one cata
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,7 +25,11 @@ from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.errors import AgentOSError, BadRequest, Unauthenticated
 from controlplane.domain.events.envelope import utcnow
 from controlplane.domain.runs.model import ErrorInfo
+from controlplane.gateway import model_proxy
 from controlplane.gateway.auth import CredentialCache
+from controlplane.gateway.metering import Meter
+from controlplane.gateway.model_proxy import ModelProxy
+from controlplane.gateway.upstream import Upstream
 from controlplane.gateway.views import claim_view
 from controlplane.messaging.run_queues import RunQueues
 from controlplane.observability import run_metrics
@@ -35,14 +40,21 @@ MAX_WAIT_S = 30.0
 
 
 class Gateway:
-    """What the routes share: the UnitOfWork factory, the run queues, the credential cache."""
+    """What the routes share: the UnitOfWork factory, the run queues, the credential cache,
+    and the model proxy (its meter and upstream client; `upstream` None: a new one)."""
 
     def __init__(
-        self, uow: Callable[[], UnitOfWork], queues: RunQueues, *, auth_ttl_s: float = 2.0
+        self,
+        uow: Callable[[], UnitOfWork],
+        queues: RunQueues,
+        *,
+        auth_ttl_s: float = 2.0,
+        upstream: Upstream | None = None,
     ) -> None:
         self.uow = uow
         self.queues = queues
         self.credentials = CredentialCache(uow, auth_ttl_s)
+        self.models = ModelProxy(Meter(uow), upstream or Upstream())
 
     async def settle(self, settle: Settle) -> None:
         """Send `settle` to the delivery's ack subject."""
@@ -201,8 +213,21 @@ async def release(
 
 
 def create_gateway_app(gateway: Gateway) -> FastAPI:
-    """The gateway's ASGI application on `gateway`."""
-    app = FastAPI(title="Agent OS gateway", openapi_url=None, docs_url=None, redoc_url=None)
+    """The gateway's ASGI application on `gateway`: the run protocol and the model proxy
+    (architecture/model-gateway.md), whose upstream connections close with the app."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.models.aclose()
+
+    app = FastAPI(
+        title="Agent OS gateway",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.gateway = gateway
     app.add_exception_handler(AgentOSError, agentos_error_handler)
     app.add_exception_handler(IllegalTransition, agentos_error_handler)
@@ -215,4 +240,5 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(router)
+    app.include_router(model_proxy.router)
     return app

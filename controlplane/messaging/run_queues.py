@@ -45,10 +45,13 @@ class Delivery:
 
 class RunQueues:
     """The run queues of one NATS connection. `ack_wait_s`: how long a delivery stays with
-    its holder without a heartbeat before JetStream delivers it again."""
+    its holder without a heartbeat before JetStream delivers it again. `owner`: the
+    installation's mark, kept as each consumer's description, so that installations sharing
+    one NATS list (and sweep) only their own consumers."""
 
-    def __init__(self, nc: NATS, *, ack_wait_s: float = 30.0) -> None:
+    def __init__(self, nc: NATS, *, ack_wait_s: float = 30.0, owner: str = "") -> None:
         self._nc = nc
+        self.description = f"agentos runs of {owner}" if owner else "agentos runs"
         self._js: JetStreamContext = nc.jetstream()
         self.ack_wait_s = ack_wait_s
         self._subs: dict[str, object] = {}
@@ -64,6 +67,7 @@ class RunQueues:
         unacknowledged, at most `maxAttempts` deliveries of a message."""
         return ConsumerConfig(
             durable_name=consumer_name(agent_id),
+            description=self.description,
             filter_subject=run_subject(tenant, agent_id),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
@@ -91,7 +95,7 @@ class RunQueues:
             await self._js.purge_stream(RUNS_STREAM, subject=run_subject("*", agent_id))
 
     async def consumers(self) -> set[str]:
-        """The agent uids that have a consumer on `AGENTOS_RUNS`."""
+        """The agent uids that have a consumer of this owner on `AGENTOS_RUNS`."""
         try:
             infos = await self._js.consumers_info(RUNS_STREAM)
         except NotFoundError:
@@ -99,7 +103,9 @@ class RunQueues:
         return {
             i.name.removeprefix(CONSUMER_PREFIX)
             for i in infos
-            if i.name and i.name.startswith(CONSUMER_PREFIX)
+            if i.name
+            and i.name.startswith(CONSUMER_PREFIX)
+            and (i.config.description or "") == self.description
         }
 
     async def next_delivery(

@@ -163,13 +163,13 @@ def record_run_span(
     return span
 
 
-def _step_span(step: Step) -> tuple[str, SpanKind, Mapping[str, AttributeValue]]:
+def _step_span(step: Step, operation: str) -> tuple[str, SpanKind, Mapping[str, AttributeValue]]:
     if step.type == "llm":
         return (
-            f"chat {step.name}",
+            f"{operation} {step.name}",
             SpanKind.CLIENT,
             {
-                "gen_ai.operation.name": "chat",
+                "gen_ai.operation.name": operation,
                 "gen_ai.request.model": step.name,
                 "gen_ai.usage.input_tokens": step.usage.inputTokens,
                 "gen_ai.usage.output_tokens": step.usage.outputTokens,
@@ -185,7 +185,12 @@ def _step_span(step: Step) -> tuple[str, SpanKind, Mapping[str, AttributeValue]]
 
 
 def record_step_span(
-    run_id: str, traceparent: str | None, step: Step, *, tracer: trace.Tracer | None = None
+    run_id: str,
+    traceparent: str | None,
+    step: Step,
+    *,
+    tracer: trace.Tracer | None = None,
+    operation: str = "chat",
 ) -> trace.Span:
     """Emit the span of one recorded step of run `run_id`, from `step.startedAt` to
     `step.endedAt`: `chat {model}` (an `llm` step, named by its model: `gen_ai.request.model`
@@ -194,9 +199,10 @@ def record_step_span(
     `invoke_agent` span; every step span carries `agentos.run_id`, `agentos.step.call_id`,
     `agentos.step.type` and `agentos.step.attempt`. A failed step ends in error status with
     `error.type` = its error's type. Call once per `callId`, when it is first recorded;
-    returns the ended span."""
+    returns the ended span. `operation`: the GenAI operation of an `llm` step (`chat`,
+    `embeddings`)."""
     tracer = tracer or tracing.tracer()
-    name, kind, gen_ai = _step_span(step)
+    name, kind, gen_ai = _step_span(step, operation)
     attributes: dict[str, AttributeValue] = {
         **gen_ai,
         "agentos.run_id": run_id,

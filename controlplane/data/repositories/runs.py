@@ -168,6 +168,16 @@ class RunRepository:
         )
         return int((await self._conn.execute(query)).scalar_one())
 
+    async def running_names(self, agent_id: str, limit: int = 2) -> builtins.list[str]:
+        """Names of up to `limit` Running runs of the agent (by uid): the runs a model call
+        may be attributed to when it names none."""
+        query = (
+            select(runs.c.name)
+            .where(runs.c.agent_id == agent_id, runs.c.phase == str(RunPhase.RUNNING))
+            .limit(limit)
+        )
+        return [row.name for row in await self._conn.execute(query)]
+
     async def overdue(self, now: datetime, phases: Iterable[RunPhase]) -> builtins.list[RunRecord]:
         """Runs in `phases` whose deadline (creation + timeoutSeconds) is at or before `now`."""
         query = (

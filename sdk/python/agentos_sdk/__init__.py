@@ -28,6 +28,7 @@ from agentos_sdk._core.errors import (
     RunFinishedError,
     StepFailed,
 )
+from agentos_sdk._core.models import ModelRateLimited
 from agentos_sdk._core.protocol import JSON
 from agentos_sdk._core.run import Run
 from agentos_sdk._core.tools import Tool
@@ -42,6 +43,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "GatewayError",
+    "ModelRateLimited",
     "NonDeterminismError",
     "Run",
     "RunFinishedError",

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from agentos_sdk._core.config import Settings
 from agentos_sdk._core.errors import AuthenticationError, GatewayError, RunFinishedError
 from agentos_sdk._core.http import ConnectionPool, Response
+from agentos_sdk._core.models import ModelClient
 from agentos_sdk._core.protocol import JSON, Delivery, ErrorBody, HeartbeatReply, StepReport
 
 PREFIX = "/gateway/v1"
@@ -39,6 +40,7 @@ class GatewayClient:
 
     def __init__(self, settings: Settings, *, retries: int = 5, timeout_s: float = 15.0) -> None:
         self._pool = ConnectionPool(settings.gateway_url, max_idle=settings.concurrency * 2 + 2)
+        self.models = ModelClient(settings.gateway_url, settings.token)
         self._headers = {
             "Authorization": f"Bearer {settings.token}",
             "Content-Type": "application/json",
@@ -87,6 +89,7 @@ class GatewayClient:
 
     async def close(self) -> None:
         await self._pool.close()
+        await self.models.close()
 
     async def _call(
         self,

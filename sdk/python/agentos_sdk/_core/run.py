@@ -6,13 +6,14 @@ import asyncio
 import contextvars
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast, overload
 
 from agentos_sdk._core.errors import GatewayError, NonDeterminismError, StepFailed
 from agentos_sdk._core.gateway import GatewayClient
 from agentos_sdk._core.journal import Journal
+from agentos_sdk._core.models import CHAT, EMBEDDINGS
 from agentos_sdk._core.protocol import (
     JSON,
     Delivery,
@@ -129,7 +130,7 @@ class Run:
 
     async def chat(
         self,
-        call: Callable[..., Any],
+        call: Callable[..., Any] | None = None,
         /,
         *,
         model: str,
@@ -139,21 +140,81 @@ class Run:
     ) -> dict[str, Any]:
         """One model call as an `llm` step named `model`, with its token usage.
 
-        `call(model=..., messages=..., **params)` (sync or async) makes the request and
-        returns an OpenAI-compatible chat completion (a dict, or an object with
-        `model_dump()` such as the openai package's); its `usage` is recorded. Returns the
-        completion as a dict. Raises what `step` raises.
+        Without `call`: through the agent gateway's model proxy (the tenant's provider for
+        `model`; the gateway holds its credential and records the step, with cost, under
+        this step's callId), e.g. `await run.chat(model="gpt-4o-mini", messages=[...],
+        temperature=0)`. With `call`: `call(model=..., messages=..., **params)` (sync or
+        async) makes the request and returns an OpenAI-compatible chat completion (a dict,
+        or an object with `model_dump()` such as the openai package's); its `usage` is
+        recorded. Returns the completion as a dict; on a later attempt, the recorded one.
+        Raises ModelRateLimited (429: rate limit or token budget, `retry_after_s`),
+        GatewayError, and what `step` raises.
         """
         request = {"model": model, "messages": messages, **params}
+        if call is None:
+            output = await self._proxied(model, key, request)
+        else:
+            fn = call
 
-        async def complete() -> Any:
-            response = await _call(call, (), request)
-            return response.model_dump() if hasattr(response, "model_dump") else response
+            async def complete() -> Any:
+                response = await _call(fn, (), request)
+                return response.model_dump() if hasattr(response, "model_dump") else response
 
-        output = await self._journaled(model, "llm", key, request, complete, _usage_of)
+            output = await self._journaled(model, "llm", key, request, complete, _usage_of)
         if not isinstance(output, dict):
             raise TypeError(f"the model call returned {output!r}, not a chat completion")
         return output
+
+    async def chat_stream(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        key: str | None = None,
+        **params: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed model call through the gateway: the `chat.completion.chunk` objects as
+        they arrive (the last one carries `usage`). The gateway records the `llm` step when
+        the stream ends; on a later attempt the recorded completion comes back as one
+        chunk. Raises what `chat` raises."""
+        request = {"model": model, "messages": messages, **params, "stream": True}
+        call_id, parent = self._journal.next_call_id(_parent_call.get(), key), _parent_call.get()
+        done, recorded = self._journal.replay(call_id, model, "llm")
+        if done:
+            yield _as_chunk(recorded)
+            return
+        async for chunk in self._gateway.models.stream(
+            CHAT, request, self._model_headers(call_id, parent)
+        ):
+            yield chunk
+        self._journal.last_call_id = call_id
+
+    async def embeddings(self, *, model: str, input: str | list[Any], **params: Any) -> Any:
+        """Embeddings through the gateway (metered as an `llm` step of this run, not
+        journaled: each call is made). Returns the OpenAI answer (`data`, `usage`). Raises
+        ModelRateLimited, GatewayError."""
+        body = {"model": model, "input": input, **params}
+        return await self._gateway.models.call(EMBEDDINGS, body, self._model_headers(None, None))
+
+    def _model_headers(self, call_id: str | None, parent: str | None) -> dict[str, str]:
+        headers = {"AgentOS-Run": self.name, "AgentOS-Attempt": str(self.attempt)}
+        if call_id is not None:
+            headers["AgentOS-Call-Id"] = call_id
+        if parent is not None:
+            headers["AgentOS-Parent-Call-Id"] = parent
+        return headers
+
+    async def _proxied(self, model: str, key: str | None, request: dict[str, Any]) -> JSON:
+        parent = _parent_call.get()
+        call_id = self._journal.next_call_id(parent, key)
+        done, output = self._journal.replay(call_id, model, "llm")
+        if done:
+            return output
+        answer = await self._gateway.models.call(
+            CHAT, request, self._model_headers(call_id, parent)
+        )
+        self._journal.last_call_id = call_id
+        return cast(JSON, answer)
 
     async def checkpoint(self, state: JSON) -> None:
         """Save `state` (JSON); the next attempt of this run starts with `run.state == state`.
@@ -224,6 +285,27 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[s
 def _describe(value: Any) -> JSON:
     """`value` as JSON, with `repr` for what JSON cannot hold (a step's input is for reading)."""
     return cast(JSON, json.loads(json.dumps(value, default=repr)))
+
+
+def _as_chunk(completion: JSON) -> dict[str, Any]:
+    """A recorded completion as the one chunk a replayed stream yields."""
+    body = completion if isinstance(completion, dict) else {}
+    choices = body.get("choices")
+    return {
+        "id": body.get("id"),
+        "object": "chat.completion.chunk",
+        "model": body.get("model"),
+        "choices": [
+            {
+                "index": c.get("index", 0),
+                "delta": c.get("message") or {},
+                "finish_reason": c.get("finish_reason"),
+            }
+            for c in (choices if isinstance(choices, list) else [])
+            if isinstance(c, dict)
+        ],
+        "usage": body.get("usage"),
+    }
 
 
 def _usage_of(output: JSON) -> UsageBody | None:
