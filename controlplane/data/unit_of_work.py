@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.outbox.writer import OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository
+from controlplane.data.repositories.approvals import ApprovalRepository
 from controlplane.data.repositories.audit import AuditRepository
 from controlplane.data.repositories.credentials import AgentCredentialRepository
 from controlplane.data.repositories.events import EventRepository
@@ -45,6 +46,7 @@ class UnitOfWork:
     deliveries: RunDeliveryRepository
     tokens: TokenRepository
     idempotency: IdempotencyRepository
+    approvals: ApprovalRepository
     connection: AsyncConnection
 
     def __init__(
@@ -74,6 +76,7 @@ class UnitOfWork:
         self._span.__enter__()
         self.tokens = TokenRepository(self.connection)
         self.idempotency = IdempotencyRepository(self.connection)
+        self.approvals = ApprovalRepository(self.connection)
         return self
 
     async def commit(self) -> None:

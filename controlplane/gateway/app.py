@@ -103,7 +103,7 @@ async def next_run(
             )
         if claim is not None:
             _observe_start(claim, polled_at)
-            return JSONResponse(claim_view(claim, delivery.traceparent))
+            return JSONResponse(claim_view(claim, delivery.traceparent, spec.approval))
         await gateway.queues.ack(delivery.reply)  # a run already ended: drop its message
         if time.monotonic() >= until:
             break
@@ -215,4 +215,8 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(router)
+    # Imported here: the approval routes use this module's dependencies.
+    from controlplane.gateway.approvals import router as approvals
+
+    app.include_router(approvals)
     return app
