@@ -130,6 +130,17 @@ def test_an_expired_approval_is_a_rejection(plane: Plane) -> None:
     assert _deleted(plane, run) == []
 
 
+def _cli(plane: Plane, *args: str) -> str:
+    """`agentos ARGS` against the plane with its admin token: stdout."""
+    token = str(plane.http.headers["Authorization"]).removeprefix("Bearer ")
+    env = {**plane.env, "AGENTOS_API_URL": plane.base, "AGENTOS_TOKEN": token}
+    done = subprocess.run(
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _token(plane: Plane, tenant: str, role: str) -> str:
     return subprocess.run(
         [*CLI, "token", "create", "--principal", f"{role}-1", "--tenant", tenant, "--role", role],
@@ -231,7 +242,10 @@ def test_kill_9_of_the_sandbox_while_waiting_keeps_the_run_waiting_and_it_contin
     )
     wait_until(lambda: plane.run(tenant, run)["status"]["attempt"] >= 2, 90, "attempt 2")
     assert plane.run(tenant, run)["status"]["phase"] == "InputRequired"
-    assert _decide(plane, tenant, run, approval["id"], decision="approve").status_code == 200
+    listed = _cli(plane, "get", "approvals", "-n", tenant)
+    assert approval["id"] in listed and "delete_file" in listed
+    approved = _cli(plane, "approve", "run", run, "-n", tenant, "--comment", "go")
+    assert f"approval/{approval['id']} of run/{run} approved" in approved
     done = plane.wait_run(tenant, run, timeout_s=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["attempt"] >= 2
