@@ -12,9 +12,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from google.protobuf import json_format
 
+from controlplane.api.grpc.gen import approval_service_pb2 as pb
+from controlplane.api.grpc.gen import approval_service_pb2_grpc
 from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
 from tests.conftest import service_setting
@@ -254,3 +258,33 @@ def test_kill_9_of_the_sandbox_while_waiting_keeps_the_run_waiting_and_it_contin
     assert _deleted(plane, run) == ["/tmp/x"]
     approvals = plane.http.get(f"/api/v1/tenants/{tenant}/runs/{run}/approvals").json()["items"]
     assert len(approvals) == 1, "the new attempt did not ask again"
+
+
+def test_grpc_lists_and_decides_approvals_and_refuses_a_viewer(plane: Plane) -> None:
+    tenant = tenant_name()
+    _agent(plane, tenant)
+    run = plane.submit(tenant, "deleter", {"path": "/tmp/g"})
+    approval = _waiting(plane, tenant, run)
+    channel = grpc.insecure_channel(f"127.0.0.1:{plane.env['AGENTOS_GRPC_PORT']}")
+    stub = approval_service_pb2_grpc.ApprovalServiceStub(channel)
+    admin = (("authorization", str(plane.http.headers["Authorization"])),)
+    viewer = (("authorization", f"Bearer {_token(plane, tenant, 'viewer')}"),)
+    listed = stub.ListApprovals(
+        pb.ListApprovalsRequest(tenant=tenant, state="pending"), metadata=viewer, timeout=30
+    )
+    assert [json_format.MessageToDict(a)["id"] for a in listed.approvals] == [approval["id"]]
+    decide = pb.DecideApprovalRequest(
+        tenant=tenant, run=run, approval=approval["id"], decision="approve"
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.DecideApproval(decide, metadata=viewer, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    decide.edits.update({"path": "/tmp/g2"})
+    decided = json_format.MessageToDict(stub.DecideApproval(decide, metadata=admin, timeout=30))
+    assert (decided["state"], decided["arguments"]["path"]) == ("approved", "/tmp/g2")
+    with pytest.raises(grpc.RpcError) as again:
+        stub.DecideApproval(decide, metadata=admin, timeout=30)
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    channel.close()
+    assert plane.wait_run(tenant, run)["status"]["phase"] == "Succeeded"
+    assert _deleted(plane, run) == ["/tmp/g2"]
