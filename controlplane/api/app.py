@@ -22,7 +22,7 @@ from controlplane.api.errors import (
     unexpected_error_handler,
 )
 from controlplane.api.request_metrics import RequestMetricsMiddleware
-from controlplane.api.rest import admin, agents, approvals, audit, logs, runs, tenants
+from controlplane.api.rest import admin, agents, approvals, audit, logs, replay, runs, tenants
 from controlplane.api.rest.params import reject_unknown_query_parameters
 from controlplane.api.rest.run_models import RunEventOut
 from controlplane.data.outbox.change_feed import OutboxFeed
@@ -83,6 +83,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(logs.router)
     app.include_router(runs.router)
     app.include_router(approvals.router)
+    app.include_router(replay.router)
     app.include_router(audit.router)
     app.include_router(admin.router)
 

@@ -24,6 +24,7 @@ cancel_app = typer.Typer(help="Cancel a resource.", no_args_is_help=True)
 logs_app = typer.Typer(help="Print the output of a resource.", no_args_is_help=True)
 approve_app = typer.Typer(help="Approve what a resource waits for.", no_args_is_help=True)
 reject_app = typer.Typer(help="Reject what a resource waits for.", no_args_is_help=True)
+replay_app = typer.Typer(help="Replay a resource.", no_args_is_help=True)
 app.add_typer(get_app, name="get")
 app.add_typer(describe_app, name="describe")
 app.add_typer(delete_app, name="delete")
@@ -31,6 +32,7 @@ app.add_typer(cancel_app, name="cancel")
 app.add_typer(logs_app, name="logs")
 app.add_typer(approve_app, name="approve")
 app.add_typer(reject_app, name="reject")
+app.add_typer(replay_app, name="replay")
 
 
 @app.command()
@@ -60,6 +62,7 @@ def serve(
 
 from controlplane.cli import agents as _agents  # noqa: E402
 from controlplane.cli import approvals as _approvals  # noqa: E402
+from controlplane.cli import replay as _replay  # noqa: E402
 from controlplane.cli import runs as _runs  # noqa: E402
 from controlplane.cli import tokens as _tokens  # noqa: E402
 
@@ -76,6 +79,7 @@ app.command("audit")(_runs.audit)
 get_app.command("approvals")(_approvals.get_approvals)
 approve_app.command("run")(_approvals.approve_run)
 reject_app.command("run")(_approvals.reject_run)
+replay_app.command("run")(_replay.replay_run)
 app.add_typer(_tokens.token_app, name="token")
 
 

@@ -215,8 +215,10 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(router)
-    # Imported here: the approval routes use this module's dependencies.
+    # Imported here: the approval and replay routes use this module's dependencies.
     from controlplane.gateway.approvals import router as approvals
+    from controlplane.gateway.replay import router as replay
 
     app.include_router(approvals)
+    app.include_router(replay)
     return app

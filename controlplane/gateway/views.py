@@ -41,6 +41,7 @@ def claim_view(
                     "input": s.input,
                     "output": s.output,
                     "error": s.error.model_dump() if s.error else None,
+                    "replayed": s.callId in claim.replayed,
                 }
                 for s in claim.journal
             ],

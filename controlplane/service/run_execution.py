@@ -28,6 +28,7 @@ from controlplane.observability import run_metrics
 from controlplane.observability.run_tracing import record_step_span
 from controlplane.observability.tracing import traced
 from controlplane.service.approval_gate import check_step, split_gate
+from controlplane.service.replay import served_steps
 from controlplane.service.runs import run_event
 from controlplane.service.runs import transition as move_run
 
@@ -104,11 +105,13 @@ async def authenticate_agent(uow: UnitOfWork, secret: str | None) -> AgentIdenti
 
 @dataclass(frozen=True)
 class Claim:
-    """A run handed to its agent: the run (Running), its journal and last checkpoint."""
+    """A run handed to its agent: the run (Running), its journal and last checkpoint;
+    `replayed`: the callIds of the journal served from a replay's origin (service.replay)."""
 
     run: RunRecord
     journal: list[Step]
     checkpoint: Checkpoint | None
+    replayed: frozenset[str] = frozenset()
 
 
 @traced("service.claim_run")
@@ -161,8 +164,10 @@ async def _hand_over(
     # A first delivery has no journal and no checkpoint yet: two reads saved per run.
     journal = await uow.runs.journal(record.id) if delivered > 1 else []
     checkpoint = await uow.runs.load_checkpoint(record.id) if delivered > 1 else None
+    own = {s.callId for s in journal}
+    served = [s for s in await served_steps(uow, record) if s.callId not in own]
     await uow.commit()
-    return Claim(record, journal, checkpoint)
+    return Claim(record, served + journal, checkpoint, frozenset(s.callId for s in served))
 
 
 async def _own_run(

@@ -1,6 +1,7 @@
-"""gRPC `agentos.v1.ApprovalService` (proto/agentos/v1/approval_service.proto): the approval
-use cases of REST (controlplane/api/rest/approvals.py) with the same authentication,
-authorization (viewers list, editors decide), audit and error catalogue as RunService."""
+"""gRPC `agentos.v1.ApprovalService` and `agentos.v1.ReplayService`
+(proto/agentos/v1/approval_service.proto): the approval and replay use cases of REST
+(controlplane/api/rest/approvals.py, replay.py) with the same authentication, authorization
+(viewers list, editors decide and replay), audit and error catalogue as RunService."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from google.protobuf import json_format, struct_pb2
 
 from controlplane.api.grpc.gen import approval_service_pb2 as pb
 from controlplane.api.grpc.gen import approval_service_pb2_grpc as pb_grpc
-from controlplane.api.grpc.runs import RunService, plain_json
+from controlplane.api.grpc.gen import run_service_pb2 as run_pb
+from controlplane.api.grpc.runs import RunService, plain_json, run_message
 from controlplane.domain.access import Role
 from controlplane.service import approvals as svc
+from controlplane.service import replay
 
 if TYPE_CHECKING:
     from controlplane.bootstrap import Container
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
+REPLAY_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
 
 def _struct(obj: dict[str, Any]) -> struct_pb2.Struct:
@@ -69,8 +73,31 @@ class ApprovalService(pb_grpc.ApprovalServiceServicer):
         return await self._runs._call(context, work)
 
 
+class ReplayService(pb_grpc.ReplayServiceServicer):
+    """The replay servicer; authentication and errors as RunService's."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self._runs = RunService(container)
+
+    async def Replay(self, request: pb.ReplayRunRequest, context: Any) -> run_pb.Run:
+        async def work() -> run_pb.Run:
+            principal = await self._runs._caller(context, request.tenant, Role.EDITOR)
+            body: dict[str, Any] = {"mode": request.mode or "recorded"}
+            if request.from_step:
+                body["fromStep"] = request.from_step
+            async with self.container.uow(principal.audit_name) as uow:
+                made = await replay.replay_run(uow, request.tenant, request.run, body)
+            return run_message(made.body)
+
+        return await self._runs._call(context, work)
+
+
 def add_approval_service(container: Container, server: grpc.aio.Server) -> None:
-    """Serve ApprovalService on `server`."""
+    """Serve ApprovalService and ReplayService on `server`."""
     pb_grpc.add_ApprovalServiceServicer_to_server(  # type: ignore[no-untyped-call]
         ApprovalService(container), server
+    )
+    pb_grpc.add_ReplayServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        ReplayService(container), server
     )

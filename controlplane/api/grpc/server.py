@@ -320,6 +320,7 @@ def build_server(container: Container, address: str) -> tuple[grpc.aio.Server, A
             SERVICE_NAME,
             runs.SERVICE_NAME,
             approvals.SERVICE_NAME,
+            approvals.REPLAY_SERVICE_NAME,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ),

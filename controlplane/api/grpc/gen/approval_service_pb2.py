@@ -22,22 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from . import run_service_pb2 as agentos_dot_v1_dot_run__service__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentos/v1/approval_service.proto\x12\nagentos.v1\x1a\x1cgoogle/protobuf/struct.proto\"B\n\x14ListApprovalsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"C\n\x15ListApprovalsResponse\x12*\n\tapprovals\x18\x01 \x03(\x0b\x32\x17.google.protobuf.Struct\"\x91\x01\n\x15\x44\x65\x63ideApprovalRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x10\n\x08\x61pproval\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\x12&\n\x05\x65\x64its\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t2\xb5\x01\n\x0f\x41pprovalService\x12T\n\rListApprovals\x12 .agentos.v1.ListApprovalsRequest\x1a!.agentos.v1.ListApprovalsResponse\x12L\n\x0e\x44\x65\x63ideApproval\x12!.agentos.v1.DecideApprovalRequest\x1a\x17.google.protobuf.Structb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentos/v1/approval_service.proto\x12\nagentos.v1\x1a\x1c\x61gentos/v1/run_service.proto\x1a\x1cgoogle/protobuf/struct.proto\"P\n\x10ReplayRunRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x11\n\tfrom_step\x18\x04 \x01(\x05\"B\n\x14ListApprovalsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"C\n\x15ListApprovalsResponse\x12*\n\tapprovals\x18\x01 \x03(\x0b\x32\x17.google.protobuf.Struct\"\x91\x01\n\x15\x44\x65\x63ideApprovalRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x10\n\x08\x61pproval\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\x12&\n\x05\x65\x64its\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t2\xb5\x01\n\x0f\x41pprovalService\x12T\n\rListApprovals\x12 .agentos.v1.ListApprovalsRequest\x1a!.agentos.v1.ListApprovalsResponse\x12L\n\x0e\x44\x65\x63ideApproval\x12!.agentos.v1.DecideApprovalRequest\x1a\x17.google.protobuf.Struct2H\n\rReplayService\x12\x37\n\x06Replay\x12\x1c.agentos.v1.ReplayRunRequest\x1a\x0f.agentos.v1.Runb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentos.v1.approval_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTAPPROVALSREQUEST']._serialized_start=79
-  _globals['_LISTAPPROVALSREQUEST']._serialized_end=145
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=147
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=214
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=217
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=362
-  _globals['_APPROVALSERVICE']._serialized_start=365
-  _globals['_APPROVALSERVICE']._serialized_end=546
+  _globals['_REPLAYRUNREQUEST']._serialized_start=109
+  _globals['_REPLAYRUNREQUEST']._serialized_end=189
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=191
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=257
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=259
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=326
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=329
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=474
+  _globals['_APPROVALSERVICE']._serialized_start=477
+  _globals['_APPROVALSERVICE']._serialized_end=658
+  _globals['_REPLAYSERVICE']._serialized_start=660
+  _globals['_REPLAYSERVICE']._serialized_end=732
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from . import run_service_pb2 as _run_service_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -6,6 +7,18 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReplayRunRequest(_message.Message):
+    __slots__ = ("tenant", "run", "mode", "from_step")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    run: str
+    mode: str
+    from_step: int
+    def __init__(self, tenant: _Optional[str] = ..., run: _Optional[str] = ..., mode: _Optional[str] = ..., from_step: _Optional[int] = ...) -> None: ...
 
 class ListApprovalsRequest(_message.Message):
     __slots__ = ("tenant", "run", "state")

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from . import approval_service_pb2 as agentos_dot_v1_dot_approval__service__pb2
+from . import run_service_pb2 as agentos_dot_v1_dot_run__service__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -132,6 +133,80 @@ class ApprovalService:
             '/agentos.v1.ApprovalService/DecideApproval',
             agentos_dot_v1_dot_approval__service__pb2.DecideApprovalRequest.SerializeToString,
             google_dot_protobuf_dot_struct__pb2.Struct.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ReplayServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Replay = channel.unary_unary(
+                '/agentos.v1.ReplayService/Replay',
+                request_serializer=agentos_dot_v1_dot_approval__service__pb2.ReplayRunRequest.SerializeToString,
+                response_deserializer=agentos_dot_v1_dot_run__service__pb2.Run.FromString,
+                _registered_method=True)
+
+
+class ReplayServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Replay(self, request, context):
+        """A new run replaying `run` (REST POST .../runs/{run}/replay): the Run, status.replayOf
+        naming its origin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ReplayServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Replay': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replay,
+                    request_deserializer=agentos_dot_v1_dot_approval__service__pb2.ReplayRunRequest.FromString,
+                    response_serializer=agentos_dot_v1_dot_run__service__pb2.Run.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'agentos.v1.ReplayService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('agentos.v1.ReplayService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ReplayService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Replay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentos.v1.ReplayService/Replay',
+            agentos_dot_v1_dot_approval__service__pb2.ReplayRunRequest.SerializeToString,
+            agentos_dot_v1_dot_run__service__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,

@@ -107,6 +107,10 @@ class GatewayClient:
         response = await self._call("GET", path, None, timeout_s=self._timeout_s + wait)
         return cast(ApprovalBody, _json(response))
 
+    async def report_divergence(self, run: str, body: JSON) -> None:
+        """A replayed step was called otherwise than its origin recorded it."""
+        await self._call("POST", _run(run, "divergences"), body, patience_s=REPORT_PATIENCE_S)
+
     async def close(self) -> None:
         await self._pool.close()
 

@@ -45,6 +45,7 @@ class RecordedStep(TypedDict):
     input: JSON
     output: JSON
     error: ErrorBody | None
+    replayed: NotRequired[bool]
 
 
 class CheckpointBody(TypedDict):

@@ -137,9 +137,11 @@ class Run:
             )
         # Gated: ask a human for this very step (its callId), then run what they approved.
         call_id = self._journal.next_call_id(_parent_call.get(), None)
-        done, output = self._journal.replay(call_id, found.name, "tool")
+        described = _describe(arguments)
+        done, output = self._journal.replay(call_id, found.name, "tool", described)
         if done:
             return output
+        await self._report_divergence(call_id, found.name, "tool", described)
         decision = await self._ask(call_id, found.name, _describe(arguments), None)
         if not decision.approved:
             raise ApprovalRejected(
@@ -181,6 +183,25 @@ class Run:
         """
         call_id = self._journal.next_call_id(_parent_call.get(), key)
         return await self._ask(call_id, action, _describe(dict(details or {})), timeout_seconds)
+
+    async def _report_divergence(
+        self, call_id: str, name: str, step_type: StepType, step_input: JSON
+    ) -> None:
+        """Tell the control plane that this replay left its origin at `call_id` (once)."""
+        recorded, self._journal.divergence = self._journal.divergence, None
+        if recorded is None:
+            return
+        body: JSON = {
+            "callId": call_id,
+            "recorded": {
+                "type": recorded["type"],
+                "name": recorded["name"],
+                "input": recorded["input"],
+            },
+            "actual": {"type": step_type, "name": name, "input": step_input},
+            "attempt": self.attempt,
+        }
+        await self._gateway.report_divergence(self.name, body)
 
     async def _ask(
         self, call_id: str, action: str, details: JSON, timeout_s: float | None
@@ -241,9 +262,11 @@ class Run:
         parent = _parent_call.get()
         if call_id is None:  # else: taken, and looked up in the journal, by the caller
             call_id = self._journal.next_call_id(parent, key)
-            done, output = self._journal.replay(call_id, name, step_type)
+            described = _describe(recorded_input)
+            done, output = self._journal.replay(call_id, name, step_type, described)
             if done:
                 return output
+            await self._report_divergence(call_id, name, step_type, described)
         started = now()
         error: ErrorBody | None = None
         cause: BaseException | None = None
