@@ -288,3 +288,21 @@ def test_grpc_lists_and_decides_approvals_and_refuses_a_viewer(plane: Plane) -> 
     channel.close()
     assert plane.wait_run(tenant, run)["status"]["phase"] == "Succeeded"
     assert _deleted(plane, run) == ["/tmp/g2"]
+
+
+def test_a_waiting_run_canceled_ends_canceled_and_its_approval_expires(plane: Plane) -> None:
+    tenant = tenant_name()
+    _agent(plane, tenant)
+    run = plane.submit(tenant, "deleter", {"path": "/tmp/c"})
+    approval = _waiting(plane, tenant, run)
+    assert plane.http.post(f"/api/v1/tenants/{tenant}/runs/{run}/cancel").status_code == 200
+    assert plane.wait_run(tenant, run)["status"]["phase"] == "Canceled"
+
+    def expired() -> bool:
+        url = f"/api/v1/tenants/{tenant}/runs/{run}/approvals"
+        return bool(plane.http.get(url).json()["items"][0]["state"] == "expired")
+
+    wait_until(expired, 30, "the approval of the canceled run expired")
+    late = _decide(plane, tenant, run, approval["id"], decision="approve")
+    assert late.status_code == 409, late.text
+    assert _deleted(plane, run) == []

@@ -21,7 +21,13 @@ from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import Phase
 from controlplane.domain.errors import Conflict
 from controlplane.domain.events.envelope import OutboxState, utcnow
-from controlplane.domain.runs.lifecycle import NON_TERMINAL, IllegalTransition, RunPhase, RunReason
+from controlplane.domain.runs.lifecycle import (
+    NON_TERMINAL,
+    TERMINAL,
+    IllegalTransition,
+    RunPhase,
+    RunReason,
+)
 from controlplane.domain.runs.model import RunRecord
 from controlplane.messaging.run_queues import RunQueues
 from controlplane.service import approvals
@@ -185,9 +191,11 @@ class RunController:
             await uow.commit()
 
     async def expire_approvals(self) -> None:
-        """Pending approvals past their `expiresAt` expire (a rejection); the run goes on."""
+        """Pending approvals past their `expiresAt` expire (a rejection; the run goes on), and
+        so do those of runs that ended without a decision (canceled, timed out)."""
         async with self._uow(PRINCIPAL) as uow:
             due = await uow.approvals.due(utcnow())
+            due += await uow.approvals.pending_of_ended_runs(TERMINAL)
         for approval in due:
             try:
                 async with self._uow(PRINCIPAL) as uow:

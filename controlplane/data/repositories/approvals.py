@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controlplane.data.tables import approvals
+from controlplane.data.tables import approvals, runs
 from controlplane.domain.events.envelope import as_utc
 from controlplane.domain.runs.approvals import Approval, ApprovalState
 
@@ -130,5 +131,20 @@ class ApprovalRepository:
             select(approvals).where(
                 approvals.c.run_id == run_id, approvals.c.state == str(ApprovalState.PENDING)
             )
+        )
+        return [_approval(r) for r in rows]
+
+    async def pending_of_ended_runs(
+        self, terminal: Iterable[str], *, limit: int = 100
+    ) -> builtins.list[Approval]:
+        """Pending approvals whose run has ended (in one of the `terminal` phases)."""
+        rows = await self._conn.execute(
+            select(approvals)
+            .join(runs, runs.c.id == approvals.c.run_id)
+            .where(
+                approvals.c.state == str(ApprovalState.PENDING),
+                runs.c.phase.in_([str(p) for p in terminal]),
+            )
+            .limit(limit)
         )
         return [_approval(r) for r in rows]
