@@ -314,6 +314,11 @@ async def finish(
     held = await uow.deliveries.held(record.id)
     reply = held.reply if held else None
     await uow.deliveries.release(record.id)
+    if record.phase is RunPhase.INPUT_REQUIRED:
+        # The handler ended without waiting for its decision: it is no longer waiting.
+        record = await move_run(
+            uow, record, RunPhase.RUNNING, RunReason.STARTED, "ended while waiting for approval"
+        )
     if error is None:
         await move_run(uow, record, RunPhase.SUCCEEDED, RunReason.COMPLETED, output=output)
         settle = Settle("ack", reply)
