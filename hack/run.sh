@@ -63,6 +63,18 @@ echo "   the file it wrote: $(cat .agentos/work/tool-agent/result.txt 2>/dev/nul
 demo_run checkpoint-agent '{"stages": 4, "stage_seconds": 0.3}'
 demo_run tool-agent-runc '{"expression": "(2+3)*4", "file": "result.txt"}'
 demo_run tool-agent-gvisor '{"expression": "7*6", "file": "result.txt"}'
+# A run that waits for a human: the destructive write_file of tool-agent-approval.
+echo; echo "== agentos run tool-agent-approval --input '{\"expression\": \"6*7\", \"file\": \"answer.txt\"}'"
+waiting=$(agentos run tool-agent-approval --input '{"expression": "6*7", "file": "answer.txt"}' \
+  | sed -n 's#^run/\([^ ]*\) created$#\1#p' | head -n 1) || true
+for _ in $(seq 1 60); do
+  agentos get approvals | grep -q "${waiting:-none}" && break
+  sleep 0.5
+done
+agentos get approvals || true
+echo "   run/$waiting is InputRequired: it waits for a human to approve its write_file."
+echo "   Approve it: agentos approve run $waiting [--edits '{\"path\": \"other.txt\"}']"
+echo "   or reject:  agentos reject run $waiting --comment 'not today'"
 echo
 echo "Try: agentos run tool-agent --input '{\"expression\": \"6*7\"}' --follow"
 echo "     agentos get runs; agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"

@@ -23,13 +23,24 @@ from controlplane.api.errors import (
     unexpected_error_handler,
 )
 from controlplane.api.request_metrics import RequestMetricsMiddleware
-from controlplane.api.rest import admin, agents, audit, logs, model_providers, runs, tenants
+from controlplane.api.rest import (
+    admin,
+    agents,
+    approvals,
+    audit,
+    logs,
+    model_providers,
+    replay,
+    runs,
+    tenants,
+)
 from controlplane.api.rest.params import reject_unknown_query_parameters
 from controlplane.api.rest.run_models import RunEventOut
 from controlplane.data.outbox.change_feed import OutboxFeed
 from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.agents.model import Agent
 from controlplane.domain.errors import AgentOSError
+from controlplane.domain.runs.approvals import ApprovalDecision
 from controlplane.domain.runs.model import RunCreate
 from controlplane.messaging import metrics as _outbox_metrics  # noqa: F401
 
@@ -83,6 +94,8 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(logs.router)
     app.include_router(runs.router)
     app.include_router(model_providers.router)
+    app.include_router(approvals.router)
+    app.include_router(replay.router)
     app.include_router(audit.router)
     app.include_router(admin.router)
     app.include_router(a2a.router)
@@ -103,7 +116,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     template = "#/components/schemas/{model}"
-    for model in (Agent, RunCreate, RunEventOut, Problem, FieldProblem):
+    for model in (Agent, RunCreate, ApprovalDecision, RunEventOut, Problem, FieldProblem):
         generated = model.model_json_schema(ref_template=template, by_alias=True)
         for name, definition in generated.pop("$defs", {}).items():
             components.setdefault(name, definition)

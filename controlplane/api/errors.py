@@ -68,6 +68,9 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "AGENT_BUSY": ErrorSpec(409, "RESOURCE_EXHAUSTED", "The agent cannot take another run"),
     "RUN_FINISHED": ErrorSpec(409, "FAILED_PRECONDITION", "The run has already finished"),
     "APPROVAL_DECIDED": ErrorSpec(409, "FAILED_PRECONDITION", "The approval is already decided"),
+    "APPROVAL_REQUIRED": ErrorSpec(
+        409, "FAILED_PRECONDITION", "The step needs an approved approval"
+    ),
     "IDEMPOTENCY_KEY_IN_USE": ErrorSpec(
         409, "ABORTED", "A request with this Idempotency-Key is in progress"
     ),

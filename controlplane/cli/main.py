@@ -22,11 +22,17 @@ describe_app = typer.Typer(help="Show one resource in detail.", no_args_is_help=
 delete_app = typer.Typer(help="Delete a resource.", no_args_is_help=True)
 cancel_app = typer.Typer(help="Cancel a resource.", no_args_is_help=True)
 logs_app = typer.Typer(help="Print the output of a resource.", no_args_is_help=True)
+approve_app = typer.Typer(help="Approve what a resource waits for.", no_args_is_help=True)
+reject_app = typer.Typer(help="Reject what a resource waits for.", no_args_is_help=True)
+replay_app = typer.Typer(help="Replay a resource.", no_args_is_help=True)
 app.add_typer(get_app, name="get")
 app.add_typer(describe_app, name="describe")
 app.add_typer(delete_app, name="delete")
 app.add_typer(cancel_app, name="cancel")
 app.add_typer(logs_app, name="logs")
+app.add_typer(approve_app, name="approve")
+app.add_typer(reject_app, name="reject")
+app.add_typer(replay_app, name="replay")
 
 
 @app.command()
@@ -55,6 +61,8 @@ def serve(
 
 
 from controlplane.cli import agents as _agents  # noqa: E402
+from controlplane.cli import approvals as _approvals  # noqa: E402
+from controlplane.cli import replay as _replay  # noqa: E402
 from controlplane.cli import runs as _runs  # noqa: E402
 from controlplane.cli import tokens as _tokens  # noqa: E402
 
@@ -68,6 +76,10 @@ describe_app.command("run")(_runs.describe_run)
 cancel_app.command("run")(_runs.cancel_run)
 logs_app.command("agent")(_runs.logs_agent)
 app.command("audit")(_runs.audit)
+get_app.command("approvals")(_approvals.get_approvals)
+approve_app.command("run")(_approvals.approve_run)
+reject_app.command("run")(_approvals.reject_run)
+replay_app.command("run")(_replay.replay_run)
 app.add_typer(_tokens.token_app, name="token")
 
 

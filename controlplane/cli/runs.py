@@ -242,6 +242,10 @@ def describe_run(
     out.write("Steps:\n")
     for line in step_tree(steps.json()["items"]):
         out.write(f"  {line}\n")
+    if st.get("replayOf"):
+        from controlplane.cli.replay import print_beside
+
+        print_beside(namespace, run_, steps.json()["items"])
 
 
 def cancel_run(

@@ -364,3 +364,27 @@ model_usage = Table(
     Column("cost_usd", Numeric(20, 9), nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("tenant", "provider", "window_start"),
 )
+
+# Approvals (architecture/approvals.md): a run asks a human before an action. One row per
+# (run, callId): a new attempt that asks again for the same step gets the same approval.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("run_name", String(253), nullable=False),
+    Column("call_id", String(200), nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("details", Json, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("requested_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=True),
+    Column("decided_at", Time, nullable=True),
+    Column("decided_by", String(253), nullable=True),
+    Column("edits", Json, nullable=True),
+    Column("comment", Text, nullable=False, server_default=text("''")),
+    UniqueConstraint("run_id", "call_id"),
+    Index(None, "tenant", "state", "requested_at"),
+    Index(None, "state", "expires_at"),
+)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.outbox.writer import OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository
+from controlplane.data.repositories.approvals import ApprovalRepository
 from controlplane.data.repositories.audit import AuditRepository
 from controlplane.data.repositories.credentials import AgentCredentialRepository
 from controlplane.data.repositories.events import EventRepository
@@ -49,6 +50,7 @@ class UnitOfWork:
     idempotency: IdempotencyRepository
     notifications: RunNotificationRepository
     models: ModelProviderRepository
+    approvals: ApprovalRepository
     connection: AsyncConnection
 
     def __init__(
@@ -80,6 +82,7 @@ class UnitOfWork:
         self.idempotency = IdempotencyRepository(self.connection)
         self.notifications = RunNotificationRepository(self.connection)
         self.models = ModelProviderRepository(self.connection)
+        self.approvals = ApprovalRepository(self.connection)
         return self
 
     async def commit(self) -> None:

@@ -102,6 +102,13 @@ class ApprovalDecided(AgentOSError):
     code = "APPROVAL_DECIDED"
 
 
+class ApprovalRequired(AgentOSError):
+    """A tool step the agent's `spec.runs.approval` gates was reported without the id of an
+    approved approval for that step and those arguments: it is not recorded."""
+
+    code = "APPROVAL_REQUIRED"
+
+
 class AlreadyExists(AgentOSError):
     """An object with that name already exists."""
 

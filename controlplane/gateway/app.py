@@ -115,7 +115,7 @@ async def next_run(
             )
         if claim is not None:
             _observe_start(claim, polled_at)
-            return JSONResponse(claim_view(claim, delivery.traceparent))
+            return JSONResponse(claim_view(claim, delivery.traceparent, spec.approval))
         await gateway.queues.ack(delivery.reply)  # a run already ended: drop its message
         if time.monotonic() >= until:
             break
@@ -241,4 +241,10 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
 
     app.include_router(router)
     app.include_router(model_proxy.router)
+    # Imported here: the approval and replay routes use this module's dependencies.
+    from controlplane.gateway.approvals import router as approvals
+    from controlplane.gateway.replay import router as replay
+
+    app.include_router(approvals)
+    app.include_router(replay)
     return app

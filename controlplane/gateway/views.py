@@ -8,9 +8,12 @@ from controlplane.domain.events.envelope import rfc3339
 from controlplane.service.run_execution import Claim
 
 
-def claim_view(claim: Claim, traceparent: str | None = None) -> dict[str, Any]:
+def claim_view(
+    claim: Claim, traceparent: str | None = None, approval: str = "none"
+) -> dict[str, Any]:
     """`{"run": Run, "journal": Journal}` of a claimed delivery (`traceparent`: the W3C
-    trace context the dispatch message carried)."""
+    trace context the dispatch message carried; `approval`: the agent's
+    `spec.runs.approval`, which tool calls the SDK asks a human about)."""
     run = claim.run
     checkpoint = (
         {"state": claim.checkpoint.state, "callId": None} if claim.checkpoint is not None else None
@@ -26,6 +29,7 @@ def claim_view(claim: Claim, traceparent: str | None = None) -> dict[str, Any]:
             "deadline": rfc3339(run.deadline),
             "labels": run.labels,
             "traceparent": traceparent,
+            "approval": approval,
         },
         "journal": {
             "steps": [
@@ -37,6 +41,7 @@ def claim_view(claim: Claim, traceparent: str | None = None) -> dict[str, Any]:
                     "input": s.input,
                     "output": s.output,
                     "error": s.error.model_dump() if s.error else None,
+                    "replayed": s.callId in claim.replayed,
                 }
                 for s in claim.journal
             ],

@@ -27,6 +27,8 @@ from controlplane.domain.runs.steps import Checkpoint, Step, parse_step
 from controlplane.observability import run_metrics
 from controlplane.observability.run_tracing import record_step_span
 from controlplane.observability.tracing import traced
+from controlplane.service.approval_gate import check_step, split_gate
+from controlplane.service.replay import served_steps
 from controlplane.service.runs import run_event
 from controlplane.service.runs import transition as move_run
 
@@ -105,11 +107,13 @@ async def authenticate_agent(uow: UnitOfWork, secret: str | None) -> AgentIdenti
 
 @dataclass(frozen=True)
 class Claim:
-    """A run handed to its agent: the run (Running), its journal and last checkpoint."""
+    """A run handed to its agent: the run (Running), its journal and last checkpoint;
+    `replayed`: the callIds of the journal served from a replay's origin (service.replay)."""
 
     run: RunRecord
     journal: list[Step]
     checkpoint: Checkpoint | None
+    replayed: frozenset[str] = frozenset()
 
 
 @traced("service.claim_run")
@@ -136,6 +140,12 @@ async def claim(
             attempt=delivered,
         )
     started = record.status.startedAt or rfc3339(utcnow())
+    if record.phase is RunPhase.INPUT_REQUIRED:
+        # Still waiting for a human: the new attempt takes the delivery and stays waiting
+        # (its handler asks again for the same step and gets the same approval).
+        status = record.status.model_copy(update={"attempt": delivered})
+        record = await uow.runs.set_phase(record, status)
+        return await _hand_over(uow, record, reply, stream_seq, delivered)
     record = await move_run(
         uow,
         record,
@@ -145,12 +155,21 @@ async def claim(
         attempt=delivered,
         startedAt=started,
     )
+    return await _hand_over(uow, record, reply, stream_seq, delivered)
+
+
+async def _hand_over(
+    uow: UnitOfWork, record: RunRecord, reply: str, stream_seq: int, delivered: int
+) -> Claim:
+    """Hold the delivery of a claimed run and read what earlier attempts left. Commits."""
     await uow.deliveries.hold(record.id, reply, stream_seq)
     # A first delivery has no journal and no checkpoint yet: two reads saved per run.
     journal = await uow.runs.journal(record.id) if delivered > 1 else []
     checkpoint = await uow.runs.load_checkpoint(record.id) if delivered > 1 else None
+    own = {s.callId for s in journal}
+    served = [s for s in await served_steps(uow, record) if s.callId not in own]
     await uow.commit()
-    return Claim(record, journal, checkpoint)
+    return Claim(record, served + journal, checkpoint, frozenset(s.callId for s in served))
 
 
 async def _own_run(
@@ -213,10 +232,13 @@ async def record_step(
 ) -> tuple[Step, bool]:
     """Journal a finished step of run `name` (idempotent by `callId`: the first report wins
     and is returned); a new step adds its usage to the run's and writes
-    `run.step_recorded`. Raises ValidationFailed (naming the field), RunNotFound,
-    RunFinished. Commits."""
+    `run.step_recorded`. A tool step that `spec.runs.approval` gates needs its approved
+    approval (`approvalId`, service.approval_gate). Raises ValidationFailed (naming the
+    field), RunNotFound, RunFinished, ApprovalRequired. Commits."""
+    body, approval_id, destructive = split_gate(body)
     step = parse_step(body)
     record = _live(await _own_run(uow, who, name, step.attempt))
+    await check_step(uow, who.runs.approval, record, step, approval_id, destructive)
     journaled, written = await uow.runs.record_step(record.id, step)
     if written:
         uow.after_commit(lambda: _observe_step(record.id, step))
@@ -294,6 +316,11 @@ async def finish(
     held = await uow.deliveries.held(record.id)
     reply = held.reply if held else None
     await uow.deliveries.release(record.id)
+    if record.phase is RunPhase.INPUT_REQUIRED:
+        # The handler ended without waiting for its decision: it is no longer waiting.
+        record = await move_run(
+            uow, record, RunPhase.RUNNING, RunReason.STARTED, "ended while waiting for approval"
+        )
     if error is None:
         await move_run(uow, record, RunPhase.SUCCEEDED, RunReason.COMPLETED, output=output)
         settle = Settle("ack", reply)
@@ -334,6 +361,11 @@ async def release(
     Commits."""
     record = await _own_run(uow, who, name, attempt)
     held = await uow.deliveries.held(record.id)
+    if record.phase is RunPhase.INPUT_REQUIRED and held is not None:
+        # A run waiting for a human stays waiting; only its delivery goes back.
+        await uow.deliveries.release(record.id)
+        await uow.commit()
+        return Settle("nak", held.reply)
     if record.phase is not RunPhase.RUNNING or held is None:
         return Settle("none", None)
     await uow.deliveries.release(record.id)

@@ -32,7 +32,13 @@ from controlplane.domain.runs.lifecycle import (
     check_transition,
     is_terminal,
 )
-from controlplane.domain.runs.model import RunRecord, RunSpec, RunStatus, parse_run_create
+from controlplane.domain.runs.model import (
+    ReplayOf,
+    RunRecord,
+    RunSpec,
+    RunStatus,
+    parse_run_create,
+)
 from controlplane.domain.runs.steps import Step
 from controlplane.domain.selectors import parse_selector
 from controlplane.observability import run_metrics, tracing
@@ -126,10 +132,12 @@ async def create_run(
     body: Any,
     *,
     idempotency: IdempotencyRequest | None = None,
+    replay_of: ReplayOf | None = None,
 ) -> CreateRunResult:
     """Create a run of agent `agent_name` in `tenant` from `body` (`{"input": ...,
     "timeoutSeconds"?, "labels"?}`), in phase Pending with attempt 0, with its events
     `run.created` and `run.dispatch` (the queue message) and an audit entry. Commits.
+    `replay_of`: the run replays another (service.replay; `status.replayOf`).
 
     Raises ValidationFailed / BadRequest (the body, each field named), AgentNotFound (no
     such agent, or one being deleted), AgentBusy (admission), IdempotencyKeyInUse,
@@ -154,7 +162,12 @@ async def create_run(
             input=request.input,
             timeoutSeconds=request.timeoutSeconds or agent.spec.runs.timeoutSeconds,
         ),
-        status=RunStatus(phase=RunPhase.PENDING, reason=RunReason.CREATED, message="accepted"),
+        status=RunStatus(
+            phase=RunPhase.PENDING,
+            reason=RunReason.CREATED,
+            message="accepted",
+            replayOf=replay_of,
+        ),
         resource_version=1,
         created_at=utcnow(),
     )

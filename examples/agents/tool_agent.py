@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentos_sdk import Agent, Run, StepFailed
+from agentos_sdk import Agent, ApprovalRejected, Run, StepFailed
 
 WORK_DIR = "AGENTOS_WORK_DIR"
 MODEL_URL = "AGENTOS_MODEL_URL"
@@ -149,12 +149,16 @@ async def follow_plan(run: Run) -> dict[str, Any]:
     """The planner's answer: the plan as a `custom` step, then each call as a `tool` step."""
     calls = await run.step("plan", plan, run.input)
     outputs: dict[str, Any] = {}
+    refused: list[str] = []
     for call in calls:
         arguments = {
             name: _fill(value, outputs) if isinstance(value, str) else value
             for name, value in call["arguments"].items()
         }
-        outputs[call["tool"]] = await run.call_tool(call["tool"], **arguments)
+        try:
+            outputs[call["tool"]] = await run.call_tool(call["tool"], **arguments)
+        except ApprovalRejected as no:  # a human said no (spec.runs.approval)
+            refused.append(str(no))
     result = outputs["calculate"]
     answer: dict[str, Any] = {
         "answer": f"{calls[0]['arguments']['expression']} = {result}",
@@ -163,6 +167,8 @@ async def follow_plan(run: Run) -> dict[str, Any]:
     }
     if "write_file" in outputs:
         answer["file"] = outputs["write_file"]
+    if refused:
+        answer["refused"] = refused
     return answer
 
 
@@ -242,7 +248,7 @@ async def _tool_for_model(run: Run, function: dict[str, Any]) -> str:
     try:
         arguments = json.loads(function.get("arguments") or "{}")
         output = await run.call_tool(function["name"], **arguments)
-    except (StepFailed, LookupError, TypeError, ValueError) as exc:
+    except (StepFailed, ApprovalRejected, LookupError, TypeError, ValueError) as exc:
         return json.dumps({"error": str(exc)})
     return json.dumps(output)
 

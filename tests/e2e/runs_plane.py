@@ -92,7 +92,12 @@ class Plane:
         return path.read_text()[-4000:] if path.exists() else ""
 
     def apply_agent(
-        self, tenant: str, name: str, restart_policy: str = "Always", **runs: Any
+        self,
+        tenant: str,
+        name: str,
+        restart_policy: str = "Always",
+        agent_path: Path = AGENT,
+        **runs: Any,
     ) -> None:
         manifest = {
             "apiVersion": "agentos.io/v1alpha1",
@@ -100,7 +105,7 @@ class Plane:
             "metadata": {"name": name},
             "spec": {
                 "image": "local/counting-agent",
-                "command": [sys.executable, str(AGENT)],
+                "command": [sys.executable, str(agent_path)],
                 "runtime": {"class": "process"},
                 "restartPolicy": restart_policy,
                 "readiness": {"heartbeat": {}, "periodSeconds": 1},
@@ -164,6 +169,14 @@ class Plane:
             return []
         rows = [line.split() for line in path.read_text().splitlines() if line]
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def deleted(self) -> list[tuple[str, str, int]]:
+        """Every execution of the destructive tool `delete_file`: (run, path, attempt)."""
+        path = self.counts / "deleted.log"
+        if not path.exists():
+            return []
+        rows = [line.split() for line in path.read_text().splitlines() if line]
+        return [(r[0], r[1], int(r[2])) for r in rows]
 
     def sandbox_pid(self, tenant: str, agent: str) -> int:
         sandbox = self.agent(tenant, agent)["status"]["sandboxID"]

@@ -309,13 +309,22 @@ def build_server(container: Container, address: str) -> tuple[grpc.aio.Server, A
     pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
         AgentService(container), server
     )
-    from controlplane.api.grpc import runs  # it imports this module's status_of
+    from controlplane.api.grpc import approvals, runs  # they import this module's status_of
 
     runs.add_run_service(container, server)
+    approvals.add_approval_service(container, server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, runs.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (
+            SERVICE_NAME,
+            runs.SERVICE_NAME,
+            approvals.SERVICE_NAME,
+            approvals.REPLAY_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
+        server,
     )
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"cannot listen on {address} for gRPC")

@@ -21,9 +21,16 @@ from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.agents.lifecycle import Phase
 from controlplane.domain.errors import Conflict
 from controlplane.domain.events.envelope import OutboxState, utcnow
-from controlplane.domain.runs.lifecycle import NON_TERMINAL, IllegalTransition, RunPhase, RunReason
+from controlplane.domain.runs.lifecycle import (
+    NON_TERMINAL,
+    TERMINAL,
+    IllegalTransition,
+    RunPhase,
+    RunReason,
+)
 from controlplane.domain.runs.model import RunRecord
 from controlplane.messaging.run_queues import RunQueues
+from controlplane.service import approvals
 from controlplane.service.runs import transition as move_run
 
 log = structlog.get_logger("agentos.runs")
@@ -83,6 +90,7 @@ class RunController:
         await self.time_out()
         await self.end_deliveries()
         await self.redeliver_lost()
+        await self.expire_approvals()
         now = asyncio.get_running_loop().time()
         if now - self._last_consumer_sync >= self.config.consumer_sync_s:
             await self.sync_consumers()
@@ -155,13 +163,16 @@ class RunController:
         for delivery in held:
             agent = agents.get(delivery.run.agent_id)
             gone = agent is None or agent.phase is not Phase.READY
-            if delivery.run.phase is not RunPhase.RUNNING:
+            if delivery.run.phase not in (RunPhase.RUNNING, RunPhase.INPUT_REQUIRED):
                 continue
             silent = delivery.heartbeat_at is not None and delivery.heartbeat_at < stale_before
             if not gone and not silent:
                 continue
             if agent is not None and delivery.run.status.attempt >= agent.spec.runs.maxAttempts:
                 await self._exhaust(delivery.run, delivery.stream_seq)
+                continue
+            if delivery.run.phase is RunPhase.INPUT_REQUIRED:
+                await self._hand_back(delivery.run, delivery.reply)
                 continue
             if await self._move(
                 delivery.run, RunPhase.DISPATCHED, RunReason.REDELIVERED, "its sandbox is gone"
@@ -170,6 +181,28 @@ class RunController:
                 async with self._uow(PRINCIPAL) as uow:
                     await uow.deliveries.release(delivery.run.id)
                     await uow.commit()
+
+    async def _hand_back(self, record: RunRecord, reply: str) -> None:
+        """A run waiting for approval lost its sandbox: it stays InputRequired (it holds
+        nothing but its slot), its delivery goes back to be taken by the next sandbox."""
+        await self.queues.nak(reply)
+        async with self._uow(PRINCIPAL) as uow:
+            await uow.deliveries.release(record.id)
+            await uow.commit()
+
+    async def expire_approvals(self) -> None:
+        """Pending approvals past their `expiresAt` expire (a rejection; the run goes on), and
+        so do those of runs that ended without a decision (canceled, timed out)."""
+        async with self._uow(PRINCIPAL) as uow:
+            due = await uow.approvals.due(utcnow())
+            due += await uow.approvals.pending_of_ended_runs(TERMINAL)
+        for approval in due:
+            try:
+                async with self._uow(PRINCIPAL) as uow:
+                    if await approvals.expire(uow, approval.id):
+                        log.info("approval expired", approval=approval.id, run=approval.run_name)
+            except (Conflict, IllegalTransition):
+                continue
 
     async def _exhaust(self, record: RunRecord, stream_seq: int) -> None:
         message = f"{record.status.attempt} deliveries, the last one lost with its sandbox"

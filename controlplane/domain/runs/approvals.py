@@ -75,7 +75,9 @@ def parse_decision(body: Any) -> ApprovalDecision:
 class Approval:
     """One request for a human's decision: `action` names what the agent wants to do (a tool,
     say), `details` its arguments; `expires_at` None waits for ever. `decided_by` is the
-    principal that decided (`system:expiry` for an expiry)."""
+    principal that decided (`system:expiry` for an expiry). `call_id` is the step the
+    approval gates (the callId of the tool step, or of the request itself); `run_name` and
+    `tenant` name the run as the API does."""
 
     id: str
     run_id: str
@@ -88,6 +90,15 @@ class Approval:
     decided_by: str | None = None
     edits: dict[str, Any] | None = None
     comment: str = ""
+    tenant: str = ""
+    run_name: str = ""
+    call_id: str = ""
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """What the agent goes on with: `details` with the decider's `edits` laid over them
+        (a key in `edits` replaces the same key of `details`)."""
+        return {**self.details, **(self.edits or {})}
 
     def decide(self, decision: ApprovalDecision, *, by: str, at: datetime) -> Approval:
         """This approval approved or rejected by principal `by` at `at`. An approval whose
@@ -130,7 +141,8 @@ class Approval:
         """The approval as the API shows it; times RFC 3339 UTC."""
         return {
             "id": self.id,
-            "run": self.run_id,
+            "run": self.run_name or self.run_id,
+            "step": self.call_id,
             "action": self.action,
             "details": self.details,
             "state": str(self.state),
@@ -140,4 +152,19 @@ class Approval:
             "decidedBy": self.decided_by,
             "edits": self.edits,
             "comment": self.comment,
+            "arguments": self.arguments,
         }
+
+
+ApprovalPolicy = Literal["none", "destructive", "all"]
+
+
+def needs_approval(policy: str, step_type: str, destructive: bool) -> bool:
+    """Whether a step must carry an approved approval under the agent's
+    `spec.runs.approval`: `all` gates every tool step, `destructive` the tool steps
+    declared destructive (MCP's `destructiveHint`), `none` nothing. Other step types
+    (`llm`, `custom`) are never gated by the policy; they may still ask
+    (`run.request_approval`)."""
+    if step_type != "tool" or policy == "none":
+        return False
+    return policy == "all" or destructive

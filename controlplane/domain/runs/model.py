@@ -140,6 +140,33 @@ class RunSpec(BaseModel):
     timeoutSeconds: int = Field(ge=1, le=TIMEOUT_MAX_S)
 
 
+class ReplayOf(BaseModel):
+    """The run a replay replays (architecture/replay.md): its `name` and `uid`, the `mode`
+    (`recorded`: the origin's steps before `fromStep` are served from its journal; `live`:
+    everything runs again) and `fromStep` (1-based position in the origin's journal; None:
+    every step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    uid: str
+    mode: Literal["recorded", "live"]
+    fromStep: int | None = None
+
+
+class Divergence(BaseModel):
+    """A replayed step whose call differs from the origin's: `step` its 1-based position in
+    the origin's journal, `callId`, and both calls (`recorded`, `actual`: `type`, `name`,
+    `input`). From there the replay runs live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int
+    callId: str
+    recorded: dict[str, Any]
+    actual: dict[str, Any]
+
+
 class RunStatus(BaseModel):
     """Observed. `attempt` counts deliveries (0 while Pending, `attempt_after`); times are
     RFC 3339 UTC strings; `usage` is the roll-up of the run's steps."""
@@ -156,6 +183,9 @@ class RunStatus(BaseModel):
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
     conditions: list[dict[str, Any]] = Field(default_factory=list)
+    # A replay's origin and divergences; shown only on replays.
+    replayOf: ReplayOf | None = None
+    divergences: list[Divergence] = Field(default_factory=list)
 
 
 class Run(BaseModel):
@@ -208,4 +238,7 @@ class RunRecord:
             spec=self.spec,
             status=self.status,
         )
-        return run.model_dump(mode="json")
+        body = run.model_dump(mode="json")
+        if self.status.replayOf is None:
+            del body["status"]["replayOf"], body["status"]["divergences"]
+        return body

@@ -19,8 +19,10 @@ The protocol it speaks: architecture/gateway-protocol.md in the Agent OS reposit
 """
 
 from agentos_sdk._core.agent import Agent
+from agentos_sdk._core.approvals import Decision
 from agentos_sdk._core.errors import (
     AgentOSError,
+    ApprovalRejected,
     AuthenticationError,
     ConfigError,
     GatewayError,
@@ -40,8 +42,10 @@ __all__ = [
     "JSON",
     "Agent",
     "AgentOSError",
+    "ApprovalRejected",
     "AuthenticationError",
     "ConfigError",
+    "Decision",
     "GatewayError",
     "ModelRateLimited",
     "NonDeterminismError",

@@ -34,6 +34,8 @@ class FakeRun:
     cancel_requested: bool = False
     heartbeats: int = 0
     releases: int = 0
+    approval: str = "none"
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def delivery(self) -> dict[str, Any]:
@@ -48,6 +50,7 @@ class FakeRun:
                 "deadline": self.deadline.isoformat().replace("+00:00", "Z"),
                 "labels": {},
                 "traceparent": None,
+                "approval": self.approval,
             },
             "journal": {"steps": list(self.journal), "checkpoint": self.checkpoint},
         }
@@ -80,6 +83,8 @@ class FakeGateway:
         app.router.add_post(PREFIX + "/runs/{run}/checkpoint", self._checkpoint)
         app.router.add_post(PREFIX + "/runs/{run}/result", self._result)
         app.router.add_post(PREFIX + "/runs/{run}/release", self._release)
+        app.router.add_post(PREFIX + "/runs/{run}/approvals", self._ask)
+        app.router.add_get(PREFIX + "/runs/{run}/approvals/{approval}", self._wait_decision)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -177,3 +182,39 @@ class FakeGateway:
         run.releases += 1
         self.redeliver(run.name)
         return web.Response(status=204)
+
+    def decide(
+        self, name: str, call_id: str, state: str, edits: dict[str, Any] | None = None
+    ) -> None:
+        """A human decides the approval of run `name` for step `call_id`."""
+        approval = self.runs[name].approvals[call_id]
+        approval.update(
+            state=state,
+            edits=edits,
+            arguments={**approval["details"], **(edits or {})},
+            decidedBy="ann",
+            comment="by the fake",
+        )
+
+    async def _ask(self, request: web.Request) -> web.Response:
+        run = self._run(request)
+        body = await request.json()
+        call_id = body["callId"]
+        if call_id not in run.approvals:  # idempotent by callId, as the real gateway
+            run.approvals[call_id] = {
+                "id": f"ap-{call_id}", "run": run.name, "step": call_id,
+                "action": body["action"], "details": body["details"], "state": "pending",
+                "arguments": body["details"], "edits": None, "comment": "",
+                "decidedBy": None, "decidedAt": None, "expiresAt": None,
+            }  # fmt: skip
+        return web.json_response(run.approvals[call_id])
+
+    async def _wait_decision(self, request: web.Request) -> web.Response:
+        run = self._run(request)
+        [approval] = [
+            a for a in run.approvals.values() if a["id"] == request.match_info["approval"]
+        ]
+        until = asyncio.get_running_loop().time() + float(request.query.get("waitSeconds", 0))
+        while approval["state"] == "pending" and asyncio.get_running_loop().time() < until:
+            await asyncio.sleep(0.02)
+        return web.json_response(approval)

@@ -59,3 +59,24 @@ class StepFailed(AgentOSError):
 class NonDeterminismError(AgentOSError):
     """The handler diverged from its journal: the step at a recorded callId has another
     name or type than the one recorded by an earlier attempt. The run fails with it."""
+
+
+class ApprovalRejected(AgentOSError):
+    """A human rejected the action, or its approval expired (an expiry is a rejection).
+
+    Attributes: `action` (the tool, or the action asked about), `approval_id`, `state`
+    (`"rejected"` or `"expired"`), `comment` (the decider's), `decided_by` (the principal;
+    `system:expiry` for an expiry). Raised by `run.call_tool` for a tool the agent's
+    `spec.runs.approval` gates; `run.request_approval` returns the decision instead.
+    """
+
+    def __init__(
+        self, action: str, approval_id: str, state: str, comment: str, decided_by: str | None
+    ) -> None:
+        reason = f": {comment}" if comment else ""
+        super().__init__(f"{action!r} was {state} by {decided_by or 'nobody'}{reason}")
+        self.action = action
+        self.approval_id = approval_id
+        self.state = state
+        self.comment = comment
+        self.decided_by = decided_by

@@ -19,7 +19,14 @@ from agentos_sdk._core.config import Settings
 from agentos_sdk._core.errors import AuthenticationError, GatewayError, RunFinishedError
 from agentos_sdk._core.http import ConnectionPool, Response
 from agentos_sdk._core.models import ModelClient
-from agentos_sdk._core.protocol import JSON, Delivery, ErrorBody, HeartbeatReply, StepReport
+from agentos_sdk._core.protocol import (
+    JSON,
+    ApprovalBody,
+    Delivery,
+    ErrorBody,
+    HeartbeatReply,
+    StepReport,
+)
 
 PREFIX = "/gateway/v1"
 USER_AGENT = "agentos-sdk-python/0.1.0"
@@ -87,6 +94,25 @@ class GatewayClient:
         """Give the delivery back at once (the agent stops): redelivered with attempt + 1."""
         await self._call("POST", _run(run, "release"), {"attempt": attempt}, retries=1)
 
+    async def request_approval(self, run: str, body: JSON) -> ApprovalBody:
+        """Ask for approval of a step (idempotent by its callId): the approval, pending or
+        already decided by an earlier attempt's request."""
+        response = await self._call(
+            "POST", _run(run, "approvals"), body, patience_s=REPORT_PATIENCE_S
+        )
+        return cast(ApprovalBody, _json(response))
+
+    async def wait_approval(self, run: str, approval_id: str, wait_s: float) -> ApprovalBody:
+        """The approval once decided, or still pending after `wait_s` (0 to 30 s)."""
+        wait = max(0, min(MAX_WAIT_S, round(wait_s)))
+        path = f"{_run(run, 'approvals')}/{quote(approval_id, safe='')}?waitSeconds={wait}"
+        response = await self._call("GET", path, None, timeout_s=self._timeout_s + wait)
+        return cast(ApprovalBody, _json(response))
+
+    async def report_divergence(self, run: str, body: JSON) -> None:
+        """A replayed step was called otherwise than its origin recorded it."""
+        await self._call("POST", _run(run, "divergences"), body, patience_s=REPORT_PATIENCE_S)
+
     async def close(self) -> None:
         await self._pool.close()
         await self.models.close()
@@ -101,7 +127,7 @@ class GatewayClient:
         retries: int | None = None,
         patience_s: float | None = None,
     ) -> Response:
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = b"" if method == "GET" else json.dumps(body, separators=(",", ":")).encode()
         attempts = retries or self._retries
         give_up_at = time.monotonic() + patience_s if patience_s else None
         attempt = 0

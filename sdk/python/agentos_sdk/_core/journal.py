@@ -25,6 +25,8 @@ class Journal:
         checkpoint = body.get("checkpoint")
         self.state: JSON = checkpoint["state"] if checkpoint else None
         self.last_call_id: str | None = checkpoint["callId"] if checkpoint else None
+        # The origin's step a replayed call differed from, until it is reported.
+        self.divergence: RecordedStep | None = None
 
     def next_call_id(self, parent: str | None, key: str | None) -> str:
         """The callId of the next step under `parent` (None: top level).
@@ -43,14 +45,28 @@ class Journal:
             own = str(self._ordinals[parent])
         return own if parent is None else f"{parent}.{own}"
 
-    def replay(self, call_id: str, name: str, step_type: StepType) -> tuple[bool, JSON]:
+    def replay(
+        self, call_id: str, name: str, step_type: StepType, step_input: JSON = None
+    ) -> tuple[bool, JSON]:
         """`(True, output)` when `call_id` completed in an earlier attempt, else `(False, None)`.
+
+        A step served from a replay's origin (`replayed`) must also have the same input;
+        else the call diverged: it is set aside in `divergence` (the recorded step) with
+        every other origin step, and `(False, None)` says to run it live.
 
         Raises StepFailed when it was recorded as failed, and NonDeterminismError when it
         was recorded with another name or type.
         """
         recorded = self._recorded.get(call_id)
         if recorded is None:
+            return False, None
+        if recorded.get("replayed") and (
+            recorded["name"] != name
+            or recorded["type"] != step_type
+            or recorded["input"] != step_input
+        ):
+            self.divergence = recorded
+            self._recorded = {k: v for k, v in self._recorded.items() if not v.get("replayed")}
             return False, None
         if recorded["name"] != name or recorded["type"] != step_type:
             raise NonDeterminismError(

@@ -34,6 +34,7 @@ class RunBody(TypedDict):
     deadline: str
     labels: dict[str, str]
     traceparent: str | None
+    approval: NotRequired[Literal["none", "destructive", "all"]]
 
 
 class RecordedStep(TypedDict):
@@ -44,6 +45,7 @@ class RecordedStep(TypedDict):
     input: JSON
     output: JSON
     error: ErrorBody | None
+    replayed: NotRequired[bool]
 
 
 class CheckpointBody(TypedDict):
@@ -78,6 +80,25 @@ class StepReport(TypedDict):
     endedAt: str
     attempt: int
     parentCallId: str | None
+    approvalId: NotRequired[str]
+    destructive: NotRequired[bool]
+
+
+class ApprovalBody(TypedDict):
+    """An approval as the gateway answers it (`POST`/`GET /runs/{run}/approvals...`)."""
+
+    id: str
+    run: str
+    step: str
+    action: str
+    details: dict[str, JSON]
+    state: Literal["pending", "approved", "rejected", "expired"]
+    arguments: dict[str, JSON]
+    edits: dict[str, JSON] | None
+    comment: str
+    decidedBy: str | None
+    decidedAt: str | None
+    expiresAt: str | None
 
 
 class HeartbeatReply(TypedDict):

@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast, overload
 
-from agentos_sdk._core.errors import GatewayError, NonDeterminismError, StepFailed
+from agentos_sdk._core.approvals import Decision, ask
+from agentos_sdk._core.errors import (
+    ApprovalRejected,
+    GatewayError,
+    NonDeterminismError,
+    StepFailed,
+)
 from agentos_sdk._core.gateway import GatewayClient
 from agentos_sdk._core.journal import Journal
 from agentos_sdk._core.models import CHAT, EMBEDDINGS
@@ -56,6 +62,8 @@ class Run:
         self.timeout_seconds: int = int(body.get("timeoutSeconds") or 0)
         self.deadline: datetime = parse_rfc3339(body["deadline"])
         self.traceparent: str | None = body.get("traceparent")
+        # The agent's spec.runs.approval: which tool calls ask a human first.
+        self.approval_policy: str = body.get("approval") or "none"
         self._journal = Journal(delivery.get("journal"))
         self.state: Any = self._journal.state
         self.cancel_reason: str | None = None
@@ -124,9 +132,83 @@ class Run:
         `step` raises.
         """
         found = self._tools.resolve(tool)
+        if not _gated(self.approval_policy, found.destructive):
+            return await self._journaled(
+                found.name, "tool", None, arguments, lambda: _call(found.fn, (), arguments)
+            )
+        # Gated: ask a human for this very step (its callId), then run what they approved.
+        call_id = self._journal.next_call_id(_parent_call.get(), None)
+        described = _describe(arguments)
+        done, output = self._journal.replay(call_id, found.name, "tool", described)
+        if done:
+            return output
+        await self._report_divergence(call_id, found.name, "tool", described)
+        decision = await self._ask(call_id, found.name, _describe(arguments), None)
+        if not decision.approved:
+            raise ApprovalRejected(
+                found.name,
+                decision.approval_id,
+                decision.state,
+                decision.comment,
+                decision.decided_by,
+            )
+        approved = decision.arguments
+        gate: dict[str, Any] = {"approvalId": decision.approval_id, "destructive": True}
         return await self._journaled(
-            found.name, "tool", None, arguments, lambda: _call(found.fn, (), arguments)
+            found.name,
+            "tool",
+            None,
+            approved,
+            lambda: _call(found.fn, (), approved),
+            call_id=call_id,
+            gate=gate,
         )
+
+    async def request_approval(
+        self,
+        action: str,
+        details: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+        *,
+        key: str | None = None,
+    ) -> Decision:
+        """Ask a human whether to do `action` (with `details`, JSON) and wait for the answer;
+        the run is `InputRequired` meanwhile (architecture/approvals.md).
+
+        Journaled like a step (callId: the next ordinal, or `key`): a later attempt of the
+        run gets the same decision without asking again. `timeout_seconds`: the approval
+        expires then (a rejection); never later than the run's deadline. Returns the
+        Decision (`approved`, `arguments` with the decider's edits, `comment`); a rejection
+        or an expiry is a Decision too, not an exception. Raises GatewayError when the
+        gateway refuses the request.
+        """
+        call_id = self._journal.next_call_id(_parent_call.get(), key)
+        return await self._ask(call_id, action, _describe(dict(details or {})), timeout_seconds)
+
+    async def _report_divergence(
+        self, call_id: str, name: str, step_type: StepType, step_input: JSON
+    ) -> None:
+        """Tell the control plane that this replay left its origin at `call_id` (once)."""
+        recorded, self._journal.divergence = self._journal.divergence, None
+        if recorded is None:
+            return
+        body: JSON = {
+            "callId": call_id,
+            "recorded": {
+                "type": recorded["type"],
+                "name": recorded["name"],
+                "input": recorded["input"],
+            },
+            "actual": {"type": step_type, "name": name, "input": step_input},
+            "attempt": self.attempt,
+        }
+        await self._gateway.report_divergence(self.name, body)
+
+    async def _ask(
+        self, call_id: str, action: str, details: JSON, timeout_s: float | None
+    ) -> Decision:
+        asked: dict[str, JSON] = details if isinstance(details, dict) else {"value": details}
+        return await ask(self._gateway, self.name, self.attempt, call_id, action, asked, timeout_s)
 
     async def chat(
         self,
@@ -234,12 +316,18 @@ class Run:
         recorded_input: Mapping[str, Any],
         thunk: Callable[[], Awaitable[Any]],
         usage_of: Callable[[JSON], UsageBody | None] | None = None,
+        *,
+        call_id: str | None = None,
+        gate: Mapping[str, Any] | None = None,
     ) -> JSON:
         parent = _parent_call.get()
-        call_id = self._journal.next_call_id(parent, key)
-        done, output = self._journal.replay(call_id, name, step_type)
-        if done:
-            return output
+        if call_id is None:  # else: taken, and looked up in the journal, by the caller
+            call_id = self._journal.next_call_id(parent, key)
+            described = _describe(recorded_input)
+            done, output = self._journal.replay(call_id, name, step_type, described)
+            if done:
+                return output
+            await self._report_divergence(call_id, name, step_type, described)
         started = now()
         error: ErrorBody | None = None
         cause: BaseException | None = None
@@ -268,6 +356,8 @@ class Run:
             "attempt": self.attempt,
             "parentCallId": parent,
         }
+        if gate:
+            report.update(gate)  # type: ignore[typeddict-item]
         await self._gateway.record_step(self.name, report)
         if error:
             raise StepFailed(name, call_id, error["type"], error["message"]) from cause
@@ -306,6 +396,11 @@ def _as_chunk(completion: JSON) -> dict[str, Any]:
         ],
         "usage": body.get("usage"),
     }
+
+
+def _gated(policy: str, destructive: bool) -> bool:
+    """Whether a tool call asks a human first under `spec.runs.approval` = `policy`."""
+    return policy == "all" or (policy == "destructive" and destructive)
 
 
 def _usage_of(output: JSON) -> UsageBody | None:

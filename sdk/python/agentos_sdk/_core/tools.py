@@ -1,6 +1,6 @@
 """Tools an agent registers: a name, the function, a description, an input schema, and
 whether it is destructive (MCP's `destructiveHint`; with `spec.runs.approval: destructive`
-such a call will ask a human first, in the approvals issue)."""
+such a call asks a human first: `Run.call_tool`)."""
 
 from __future__ import annotations
 
