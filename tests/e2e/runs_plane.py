@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,10 +83,15 @@ class Plane:
         self.proc = None
 
     def stop(self) -> None:
+        """Stop serve, then the process sandboxes it leaves running (by design they outlive
+        serve, which adopts them on its next start): none outlives the test."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=60)
             self.proc = None
+        for pid_file in (self.tmp / "state" / "process").glob("*/pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
     def log_tail(self) -> str:
         path = self.tmp / "serve.log"

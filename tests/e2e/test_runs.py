@@ -142,8 +142,11 @@ def test_a_cancelled_run_ends_canceled_and_its_handler_saw_the_cancellation(
 ) -> None:
     tenant = tenant_name()
     plane.apply_agent(tenant, "cancellable")
-    name = plane.submit(tenant, "cancellable", {"steps": 1, "sleep": 60})
-    wait_until(lambda: plane.run(tenant, name)["status"]["phase"] == "Running", 30, "Running")
+    # The handler waits at a gate that never opens, after its step and checkpoint: the
+    # cancellation reaches it there (a cancel during a report is answered 409 to that report).
+    gate = plane.counts / f"never-{tenant}"
+    name = plane.submit(tenant, "cancellable", {"steps": 1, "gate": str(gate), "gate_after": 1})
+    wait_until((plane.counts / f"{name}.waiting").exists, 30, "the handler at its gate")
     answer = plane.http.post(f"/api/v1/tenants/{tenant}/runs/{name}/cancel")
     assert answer.status_code == 200, answer.text
     run = plane.wait_run(tenant, name)
