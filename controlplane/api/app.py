@@ -40,12 +40,14 @@ from controlplane.data.outbox.change_feed import OutboxFeed
 from controlplane.domain.agents.lifecycle import IllegalTransition
 from controlplane.domain.agents.model import Agent
 from controlplane.domain.errors import AgentOSError
+from controlplane.domain.providers.model import ProviderSpec
 from controlplane.domain.runs.approvals import ApprovalDecision
 from controlplane.domain.runs.model import RunCreate
 from controlplane.messaging import metrics as _outbox_metrics  # noqa: F401
 
 # Every metric of the process is on /metrics from the start, even before its first use.
 from controlplane.observability import metrics as _metrics  # noqa: F401
+from controlplane.service.replay import ReplayRequest
 
 if TYPE_CHECKING:
     from controlplane.bootstrap import Container
@@ -116,7 +118,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     template = "#/components/schemas/{model}"
-    for model in (Agent, RunCreate, ApprovalDecision, RunEventOut, Problem, FieldProblem):
+    models = (Agent, RunCreate, ApprovalDecision, ProviderSpec, ReplayRequest)
+    for model in (*models, RunEventOut, Problem, FieldProblem):
         generated = model.model_json_schema(ref_template=template, by_alias=True)
         for name, definition in generated.pop("$defs", {}).items():
             components.setdefault(name, definition)

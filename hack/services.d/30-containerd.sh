@@ -275,10 +275,11 @@ containerd_env() {
   echo "AGENTOS_PYTHON_IMAGE=$CTRD_PYTHON_IMAGE_REF"
   echo "AGENTOS_PYTHON_IMAGE_ARCHIVE=$CTRD_PYTHON_IMAGE_TAR"
   # Sandbox networking (controlplane/runtimes/containerd/network.py): every sandbox of every
-  # runtime on this host shares the bridge, so they share host-local's lease folder too.
+  # runtime on this host shares the bridge, so they share host-local's lease folder too: one
+  # host-wide folder, also across clones of this repository (not under .services/).
   echo "AGENTOS_SANDBOX_NETWORK=cni"
   echo "AGENTOS_SANDBOX_BRIDGE=$CTRD_BRIDGE"
   echo "AGENTOS_SANDBOX_SUBNET=$CTRD_SUBNET"
   echo "AGENTOS_CNI_PATH=$CTRD_CNI_PATH"
-  echo "AGENTOS_CNI_IPAM_DIR=$CTRD_DATA/cni"
+  echo "AGENTOS_CNI_IPAM_DIR=/var/lib/agentos/cni"
 }

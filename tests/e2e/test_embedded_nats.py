@@ -29,6 +29,9 @@ def serve_env(tmp_path: Path) -> dict[str, str]:
         AGENTOS_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'agentos.db'}",
         AGENTOS_STATE_DIR=str(tmp_path / "state"),
         AGENTOS_GRPC_PORT="0",
+        # Ports of their own: the defaults (8091, 8092) may be another serve's on this host.
+        AGENTOS_GATEWAY_PORT=str(free_port()),
+        AGENTOS_EGRESS_PROXY_PORT=str(free_port()),
         AGENTOS_LOG_FORMAT="json",
     )
     return env
@@ -96,7 +99,8 @@ def test_serve_without_a_nats_url_runs_jetstream_on_loopback_with_credentials(
         password = password_file.read_text().strip()
         url = f"nats://agentos:{password}@127.0.0.1:{nats_port}"
         # The relay declared its streams on the embedded server.
-        assert asyncio.run(stream_names(url)) == ["AGENTOS_DLQ", "AGENTOS_EVENTS", "AGENTOS_RUNS"]
+        streams = ["AGENTOS_DLQ", "AGENTOS_EVENTS", "AGENTOS_RUNS"]
+        wait_until(lambda: asyncio.run(stream_names(url)) == streams, 30, "the relay's streams")
         with pytest.raises(NatsError):
             asyncio.run(stream_names(f"nats://127.0.0.1:{nats_port}"))
         with pytest.raises(NatsError):
@@ -128,7 +132,8 @@ def test_the_embedded_server_dies_with_a_killed_serve_and_the_next_serve_starts_
         assert (state / "nats" / "password").read_text() == password, "credentials kept"
         _, nats_port = listen_address(state)
         url = f"nats://agentos:{password.strip()}@127.0.0.1:{nats_port}"
-        assert asyncio.run(stream_names(url)) == ["AGENTOS_DLQ", "AGENTOS_EVENTS", "AGENTOS_RUNS"]
+        streams = ["AGENTOS_DLQ", "AGENTOS_EVENTS", "AGENTOS_RUNS"]
+        wait_until(lambda: asyncio.run(stream_names(url)) == streams, 30, "the relay's streams")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

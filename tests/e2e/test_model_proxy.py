@@ -255,3 +255,30 @@ def test_the_credential_is_in_no_agent_env_file_log_line_or_api_answer(
         assert SECRET not in answer
     assert '"env": "' + KEY_ENV in answers[1].replace('":"', '": "')
     assert SECRET not in (plane.tmp / "serve.log").read_text()
+
+
+def test_a_recorded_replay_makes_no_upstream_model_call_and_ends_with_the_same_output(
+    plane: Plane, upstream: OpenAIUpstreamDouble
+) -> None:
+    """Replay (architecture/replay.md) of a run of three model calls: the replay's llm steps
+    come from the origin's journal, so the provider sees no request and no token is spent."""
+    tenant = _setup(plane, upstream)
+    origin = plane.submit(tenant, "caller", {"mode": "chat", "times": 3})
+    done = plane.wait_run(tenant, origin)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert len(_llm_steps(plane, tenant, origin, count=3)) == 3
+    calls_before = len(upstream.received)
+
+    answer = plane.http.post(
+        f"/api/v1/tenants/{tenant}/runs/{origin}/replay", json={"mode": "recorded"}
+    )
+    assert answer.status_code == 201, answer.text
+    replay = plane.wait_run(tenant, answer.json()["metadata"]["name"])
+
+    assert replay["status"]["phase"] == "Succeeded", replay["status"]
+    assert replay["status"]["output"] == done["status"]["output"]
+    assert replay["status"]["replayOf"]["name"] == origin, replay["status"]
+    assert not replay["status"].get("divergences"), replay["status"]
+    assert len(upstream.received) == calls_before, "no model call reached the provider"
+    usage = replay["status"].get("usage") or {}
+    assert usage.get("inputTokens", 0) == 0 and usage.get("outputTokens", 0) == 0, usage

@@ -32,6 +32,9 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     env["AGENTOS_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'agentos.db'}"
     env["AGENTOS_STATE_DIR"] = str(tmp_path / "state")
     env["AGENTOS_GRPC_PORT"] = str(free_port())
+    # Ports of their own: the defaults (8091, 8092) may be another serve's on this host.
+    env["AGENTOS_GATEWAY_PORT"] = str(free_port())
+    env["AGENTOS_EGRESS_PROXY_PORT"] = str(free_port())
     return env
 
 

@@ -79,6 +79,7 @@ async def test_every_route_isolates_tenants(pg_url: str, tmp_path: Path) -> None
                 body = manifest("target") if method in ("POST", "PUT", "PATCH") else None
                 values = {"tenant": "team-b", "name": "target", "token_id": token_b["id"]}
                 values |= {"event_id": "e", "agent": "target", "run": run_name}
+                values |= {"approval": "no-such-approval"}
                 url = fill(template, values)
                 r = await anonymous.request(method, url, json=body)
                 assert r.status_code == 401, (method, template, r.status_code)

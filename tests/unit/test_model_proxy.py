@@ -93,11 +93,10 @@ def test_a_provider_is_validated_and_named_by_its_path() -> None:
     [
         ({"baseUrl": "ftp://x"}, "/baseUrl"),
         ({"credentialRef": {"env": "A", "file": "/k"}}, "/credentialRef"),
-        ({"credentialRef": {"file": "relative"}}, "/credentialRef"),
+        ({"credentialRef": {"file": "relative"}}, "/credentialRef/file"),
         ({"models": []}, "/models"),
         ({"pricing": {"input": True}}, "/pricing/input"),
         ({"limits": {"tokenBudget": 0}}, "/limits/tokenBudget"),
-        ({"name": "another"}, "/name"),
         ({"apiKey": "sk-inline"}, "/apiKey"),  # a secret cannot be written inline
     ],
 )
@@ -105,6 +104,12 @@ def test_a_bad_provider_is_refused_naming_the_field(change: dict[str, Any], poin
     with pytest.raises(ValidationFailed) as refused:
         parse_provider({**PROVIDER, **change}, "example")
     assert pointer in [e.pointer for e in refused.value.errors]
+
+
+def test_a_body_named_otherwise_than_the_path_is_a_bad_request() -> None:
+    """As Kubernetes answers a name that differs from the URL's (400, not a field error)."""
+    with pytest.raises(BadRequest, match="'another' is not 'example'"):
+        parse_provider({**PROVIDER, "name": "another"}, "example")
 
 
 def test_the_answer_of_a_provider_holds_its_reference_never_a_secret() -> None:

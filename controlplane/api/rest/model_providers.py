@@ -30,11 +30,11 @@ router = APIRouter(
 ProviderName = Annotated[
     str, Path(min_length=1, max_length=63, pattern=DNS1123_LABEL, description="Provider name.")
 ]
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
+_SPEC = {"$ref": "#/components/schemas/ProviderSpec"}
+_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": _SPEC}}}}
+_NAMED = {"allOf": [_SPEC, {"required": ["name"], "properties": {"name": {"type": "string"}}}]}
+_NAMED_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _NAMED}}}
 }
 
 
@@ -55,7 +55,7 @@ async def _apply(
 @router.post(
     "/models",
     response_model=None,
-    openapi_extra=_BODY,
+    openapi_extra=_NAMED_BODY,
     responses={
         200: {"description": "Already there (replaced if it differed)"},
         201: {"description": "Created"},
@@ -63,7 +63,7 @@ async def _apply(
     },
 )
 async def create_provider(
-    tenant: TenantName, request: Request, principal: Caller, body: Annotated[Any, Body()]
+    tenant: TenantName, request: Request, principal: Caller, body: Annotated[dict[str, Any], Body()]
 ) -> Any:
     """Create a provider named by the body's `name` (a second POST of it applies the body
     again: idempotent, as `apply`)."""
@@ -91,7 +91,7 @@ async def put_provider(
     name: ProviderName,
     request: Request,
     principal: Caller,
-    body: Annotated[Any, Body()],
+    body: Annotated[dict[str, Any], Body()],
     if_match_header: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Any:
     """Create provider `name` or replace it: `baseUrl`, `credentialRef`, `models`, `pricing`

@@ -28,12 +28,23 @@ RunName = Annotated[str, Path(min_length=1, max_length=253, description="Run nam
     "/runs/{run}/replay",
     status_code=201,
     response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ReplayRequest"}}
+            },
+        }
+    },
     responses=responses(
         "TENANT_NOT_FOUND", "RUN_NOT_FOUND", "AGENT_NOT_FOUND", "PERMISSION_DENIED", "AGENT_BUSY"
     ),
 )
 async def replay_run(
-    tenant: TenantName, run: RunName, request: Request, body: Annotated[Any, Body()] = None
+    tenant: TenantName,
+    run: RunName,
+    request: Request,
+    body: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> Any:
     """Replay a run (`{"mode": "recorded"|"live", "fromStep": N?}`): 201 and the new Run,
     `status.replayOf` naming its origin."""

@@ -21,7 +21,15 @@ from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from controlplane.domain.agents.model import (
     DNS1123_LABEL,
@@ -30,11 +38,12 @@ from controlplane.domain.agents.model import (
     field_errors,
     refuse_unstorable,
 )
-from controlplane.domain.errors import FieldError, ValidationFailed
+from controlplane.domain.errors import BadRequest, ValidationFailed
 from controlplane.domain.events.envelope import rfc3339
 
 KIND = "ModelProvider"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+BASE_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 WINDOW_MAX_S = 31 * 86400
 
@@ -48,15 +57,40 @@ def _decimal(value: Any) -> Any:
     return value
 
 
-Price = Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, le=1_000_000)]
+PRICE_TEXT = r"^(1000000(\.0+)?|[0-9]{1,6}(\.[0-9]{1,12})?)$"
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_decimal),
+    Field(ge=0, le=1_000_000),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1_000_000},
+                {"type": "string", "pattern": PRICE_TEXT},
+            ]
+        }
+    ),
+]
 
 
 class CredentialRef(Strict):
     """Where the serving process reads the provider's secret: exactly one of `env` (the name
     of an environment variable) or `file` (an absolute path; its content, stripped)."""
 
+    # Exactly one of the two, as the JSON schema says too (`additionalProperties` is false).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "env": {"type": "string", "pattern": ENV_NAME},
+                "file": {"type": "string", "pattern": "^/", "minLength": 2, "maxLength": 4096},
+            },
+        }
+    )
+
     env: str | None = Field(default=None, pattern=ENV_NAME)
-    file: str | None = Field(default=None, min_length=2, max_length=4096)
+    file: str | None = Field(default=None, min_length=2, max_length=4096, pattern=r"^/")
 
     @model_validator(mode="after")
     def exactly_one(self) -> CredentialRef:
@@ -80,18 +114,23 @@ class ProviderLimits(Strict):
     tokens (input + output) per window of `budgetWindowSeconds` (fixed windows aligned to
     the epoch), and `requestsPerMinute`. Absent: no limit."""
 
-    tokenBudget: Int | None = Field(default=None, ge=1)
+    # The bounds also as JSON Schema keywords (pydantic leaves `Int | None`'s out).
+    tokenBudget: Int | None = Field(default=None, ge=1, json_schema_extra={"minimum": 1})
     budgetWindowSeconds: Int = Field(default=86400, ge=60, le=WINDOW_MAX_S)
-    requestsPerMinute: Int | None = Field(default=None, ge=1, le=1_000_000)
+    requestsPerMinute: Int | None = Field(
+        default=None, ge=1, le=1_000_000, json_schema_extra={"minimum": 1, "maximum": 1_000_000}
+    )
 
 
 class ProviderSpec(Strict):
     """What a tenant writes; `name` is the provider's (a DNS-1123 label)."""
 
     name: str | None = Field(default=None, pattern=DNS1123_LABEL, max_length=63)
-    baseUrl: str = Field(min_length=8, max_length=2048)
+    baseUrl: str = Field(min_length=8, max_length=2048, pattern=BASE_URL)
     credentialRef: CredentialRef
-    models: list[Annotated[str, Field(pattern=MODEL_NAME)]] = Field(min_length=1, max_length=200)
+    models: list[Annotated[str, Field(pattern=MODEL_NAME)]] = Field(
+        min_length=1, max_length=200, json_schema_extra={"uniqueItems": True}
+    )
     pricing: Pricing = Field(default_factory=Pricing)
     limits: ProviderLimits = Field(default_factory=ProviderLimits)
 
@@ -118,8 +157,9 @@ def parse_provider(body: Any, name: str) -> ProviderSpec:
 
     Raises:
         ValidationFailed: one FieldError per problem (`/baseUrl`, `/credentialRef`,
-            `/pricing/input`, `/name` when it is not the name in the path, ...).
-        BadRequest: a string holds a NUL or an unpaired surrogate.
+            `/pricing/input`, ...).
+        BadRequest: a string holds a NUL or an unpaired surrogate, or `name` is not the
+            name in the path.
     """
     refuse_unstorable(body)
     try:
@@ -129,10 +169,8 @@ def parse_provider(body: Any, name: str) -> ProviderSpec:
         detail = "; ".join(f"{fe.pointer or '/'}: {fe.message}" for fe in errors)
         raise ValidationFailed(f"invalid model provider: {detail}", errors=errors) from None
     if spec.name not in (None, name):
-        raise ValidationFailed(
-            f"invalid model provider: /name: must be {name!r}, the name in the path",
-            errors=[FieldError("/name", f"must be {name!r}")],
-        )
+        # As Kubernetes answers a name that differs from the URL's: 400, not a field error.
+        raise BadRequest(f"the body's name {spec.name!r} is not {name!r}, the name in the path")
     return spec.model_copy(update={"name": name})
 
 

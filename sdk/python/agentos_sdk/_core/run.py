@@ -261,7 +261,8 @@ class Run:
         chunk. Raises what `chat` raises."""
         request = {"model": model, "messages": messages, **params, "stream": True}
         call_id, parent = self._journal.next_call_id(_parent_call.get(), key), _parent_call.get()
-        done, recorded = self._journal.replay(call_id, model, "llm")
+        # The gateway records the request as the step's input: a replay compares it.
+        done, recorded = self._journal.replay(call_id, model, "llm", request)
         if done:
             yield _as_chunk(recorded)
             return
@@ -289,7 +290,8 @@ class Run:
     async def _proxied(self, model: str, key: str | None, request: dict[str, Any]) -> JSON:
         parent = _parent_call.get()
         call_id = self._journal.next_call_id(parent, key)
-        done, output = self._journal.replay(call_id, model, "llm")
+        # The gateway records the request as the step's input: a replay compares it.
+        done, output = self._journal.replay(call_id, model, "llm", request)
         if done:
             return output
         answer = await self._gateway.models.call(
