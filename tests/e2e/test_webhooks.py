@@ -5,6 +5,7 @@ across a kill -9 of the relay; addresses the egress rules refuse are never calle
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -16,7 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from controlplane.data.tables import run_notifications
+from controlplane.data.tables import runs as runs_table
 from controlplane.domain.runs.notify import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from controlplane.messaging.embedded import nats_server_binary
 from harness.ports import free_port
@@ -162,14 +167,18 @@ def test_each_finished_run_is_notified_once_signed_across_a_kill_9_of_the_relay(
         wait_until(lambda: len(receiver.posts) >= 1, 60, "a first notification attempt")
         relay.send_signal(signal.SIGKILL)  # mid-way: attempts failed, retries due
         relay.wait(timeout=10)
-        time.sleep(1.0)
         relay = _relay(plane)
         wait_until(
             lambda: set(receiver.accepted()) == set(names),
             60,
             f"every run notified: {names} {[plane.run(tenant, n)['status'] for n in names]}",
         )
-        time.sleep(2.0)  # a duplicate would come within the backoff
+        # Every delivery settled in the store: the notifier sends no undelivered row again.
+        wait_until(
+            lambda: all(r["delivered_at"] for r in _notifications(plane, names)),
+            30,
+            "every notification recorded as delivered",
+        )
     finally:
         relay.send_signal(signal.SIGTERM)
         relay.wait(timeout=30)
@@ -193,6 +202,26 @@ def test_each_finished_run_is_notified_once_signed_across_a_kill_9_of_the_relay(
         assert SECRET not in json.dumps(plane.run(tenant, name)), "the secret is never shown"
 
 
+def _notifications(plane: Plane, runs: list[str]) -> list[dict[str, Any]]:
+    """The delivery records of these runs (by run name), as the notifier keeps them."""
+
+    async def read() -> list[dict[str, Any]]:
+        engine = create_async_engine(plane.env["AGENTOS_DATABASE_URL"])
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    select(run_notifications.c.delivered_at, run_notifications.c.gave_up_at)
+                    .join(runs_table, runs_table.c.id == run_notifications.c.run_id)
+                    .where(runs_table.c.name.in_(runs))
+                )
+                return [dict(r._mapping) for r in rows]
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(read())
+    return found if len(found) == len(runs) else []
+
+
 def test_a_loopback_target_is_refused_at_create_and_a_name_resolving_to_one_is_never_called(
     plane: Plane,
 ) -> None:
@@ -206,8 +235,14 @@ def test_a_loopback_target_is_refused_at_create_and_a_name_resolving_to_one_is_n
         assert refused.json()["errors"][0]["pointer"] == "/notify/url"
         answer = _create(plane, tenant, f"http://localhost:{receiver.port}/", {"steps": 1})
         assert answer.status_code == 201, answer.text
-        plane.wait_run(tenant, answer.json()["metadata"]["name"])
-        time.sleep(2.0)
+        name = answer.json()["metadata"]["name"]
+        plane.wait_run(tenant, name)
+        # The notifier has looked at it and given up on the address, without a call.
+        wait_until(
+            lambda: all(r["gave_up_at"] for r in _notifications(plane, [name])),
+            30,
+            "the notifier refusing the address",
+        )
         assert receiver.posts == []
     finally:
         relay.send_signal(signal.SIGTERM)
