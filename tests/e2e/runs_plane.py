@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 
 from harness.ports import free_port
 from harness.waiting import wait_until
+from tests.conftest import service_setting
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "controlplane.cli.main"]
@@ -195,6 +197,21 @@ class Plane:
         spec = json.loads((self.tmp / "state" / "process" / sandbox / "spec.json").read_text())
         env: dict[str, str] = spec["env"]
         return env
+
+
+@contextlib.contextmanager
+def started_plane(
+    tmp: Path, database_url: str, env: dict[str, str] | None = None
+) -> Iterator[Plane]:
+    """A Plane on `database_url` and the services' NATS, with `env` added, started; stopped
+    (its sandboxes too) on the way out."""
+    plane = Plane(tmp, database_url, service_setting("AGENTOS_NATS_URL", "NATS JetStream"))
+    plane.env |= env or {}
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 def tenant_name() -> str:

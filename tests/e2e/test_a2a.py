@@ -5,7 +5,7 @@ real `agentos serve` on PostgreSQL and NATS, agents on the SDK in process sandbo
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,38 +29,16 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError
 from google.protobuf import json_format, struct_pb2
 
-from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
-from tests.conftest import service_setting
-from tests.e2e.runs_plane import Plane, tenant_name
+from tests.e2e.runs_plane import Plane, started_plane, tenant_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 
 @pytest.fixture(scope="module")
-async def a2a_database() -> AsyncIterator[str]:
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = await create_database(
-        admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_a2a"
-    )
-    try:
-        yield url
-    finally:
-        await drop_database(admin, name)
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory, a2a_database: str) -> Iterator[Plane]:
-    control = Plane(
-        tmp_path_factory.mktemp("a2a"),
-        a2a_database,
-        service_setting("AGENTOS_NATS_URL", "NATS JetStream"),
-    )
-    control.start()
-    try:
+def plane(tmp_path_factory: pytest.TempPathFactory, plane_database: str) -> Iterator[Plane]:
+    with started_plane(tmp_path_factory.mktemp("a2a"), plane_database) as control:
         yield control
-    finally:
-        control.stop()
 
 
 def _message(data: dict[str, Any], message_id: str | None = None) -> SendMessageRequest:

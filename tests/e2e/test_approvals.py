@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -19,39 +19,17 @@ from google.protobuf import json_format
 
 from controlplane.api.grpc.gen import approval_service_pb2 as pb
 from controlplane.api.grpc.gen import approval_service_pb2_grpc
-from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
-from tests.conftest import service_setting
-from tests.e2e.runs_plane import CLI, ROOT, Plane, tenant_name
+from tests.e2e.runs_plane import CLI, ROOT, Plane, started_plane, tenant_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 AGENT = ROOT / "tests" / "agents" / "approval_agent.py"
 
 
 @pytest.fixture(scope="module")
-async def approvals_database() -> AsyncIterator[str]:
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = await create_database(
-        admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_appr"
-    )
-    try:
-        yield url
-    finally:
-        await drop_database(admin, name)
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory, approvals_database: str) -> Iterator[Plane]:
-    control = Plane(
-        tmp_path_factory.mktemp("approvals"),
-        approvals_database,
-        service_setting("AGENTOS_NATS_URL", "NATS JetStream"),
-    )
-    control.start()
-    try:
+def plane(tmp_path_factory: pytest.TempPathFactory, plane_database: str) -> Iterator[Plane]:
+    with started_plane(tmp_path_factory.mktemp("approvals"), plane_database) as control:
         yield control
-    finally:
-        control.stop()
 
 
 def _agent(plane: Plane, tenant: str, name: str = "deleter", **runs: Any) -> None:

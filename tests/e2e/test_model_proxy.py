@@ -9,37 +9,23 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
-from tests.conftest import service_setting
 from tests.doubles import openai_upstream as double
 from tests.doubles.openai_upstream import OpenAIUpstreamDouble
-from tests.e2e.runs_plane import ROOT, Plane, tenant_name
+from tests.e2e.runs_plane import ROOT, Plane, started_plane, tenant_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 AGENT = ROOT / "tests" / "agents" / "model_agent.py"
 SECRET = f"sk-double-{uuid.uuid4().hex}"
 KEY_ENV = "AGENTOS_TEST_MODEL_KEY_DOUBLE"
-
-
-@pytest.fixture(scope="module")
-async def model_database() -> AsyncIterator[str]:
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = await create_database(
-        admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_models"
-    )
-    try:
-        yield url
-    finally:
-        await drop_database(admin, name)
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +36,13 @@ def upstream() -> Iterator[OpenAIUpstreamDouble]:
 
 @pytest.fixture(scope="module")
 def plane(
-    tmp_path_factory: pytest.TempPathFactory, model_database: str, upstream: OpenAIUpstreamDouble
+    tmp_path_factory: pytest.TempPathFactory, plane_database: str, upstream: OpenAIUpstreamDouble
 ) -> Iterator[Plane]:
-    control = Plane(
-        tmp_path_factory.mktemp("models"),
-        model_database,
-        service_setting("AGENTOS_NATS_URL", "NATS JetStream"),
-    )
-    control.env[KEY_ENV] = SECRET  # serve's environment only; never an agent's
-    control.start()
-    try:
+    # The provider's secret in serve's environment only; never an agent's.
+    with started_plane(
+        tmp_path_factory.mktemp("models"), plane_database, {KEY_ENV: SECRET}
+    ) as control:
         yield control
-    finally:
-        control.stop()
 
 
 def _gateway(plane: Plane) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -15,38 +15,16 @@ import pytest
 
 from controlplane.api.grpc.gen import approval_service_pb2 as pb
 from controlplane.api.grpc.gen import approval_service_pb2_grpc
-from harness.postgres import create_database, drop_database
-from tests.conftest import service_setting
-from tests.e2e.runs_plane import CLI, ROOT, Plane, tenant_name
+from tests.e2e.runs_plane import CLI, ROOT, Plane, started_plane, tenant_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 AGENT = ROOT / "tests" / "agents" / "replay_agent.py"
 
 
 @pytest.fixture(scope="module")
-async def replay_database() -> AsyncIterator[str]:
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = await create_database(
-        admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_replay"
-    )
-    try:
-        yield url
-    finally:
-        await drop_database(admin, name)
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory, replay_database: str) -> Iterator[Plane]:
-    control = Plane(
-        tmp_path_factory.mktemp("replay"),
-        replay_database,
-        service_setting("AGENTOS_NATS_URL", "NATS JetStream"),
-    )
-    control.start()
-    try:
+def plane(tmp_path_factory: pytest.TempPathFactory, plane_database: str) -> Iterator[Plane]:
+    with started_plane(tmp_path_factory.mktemp("replay"), plane_database) as control:
         yield control
-    finally:
-        control.stop()
 
 
 def _origin(plane: Plane, tenant: str) -> str:

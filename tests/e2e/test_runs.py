@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -24,38 +24,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from controlplane.api.grpc.gen import run_service_pb2, run_service_pb2_grpc
 from controlplane.data.tables import agent_credentials
-from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
-from tests.conftest import service_setting
-from tests.e2e.runs_plane import CLI, ROOT, Plane, tenant_name
+from tests.e2e.runs_plane import CLI, ROOT, Plane, started_plane, tenant_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 
 @pytest.fixture(scope="module")
-async def runs_database() -> AsyncIterator[str]:
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = await create_database(
-        admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_runs"
-    )
-    try:
-        yield url
-    finally:
-        await drop_database(admin, name)
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory, runs_database: str) -> Iterator[Plane]:
-    control = Plane(
-        tmp_path_factory.mktemp("runs"),
-        runs_database,
-        service_setting("AGENTOS_NATS_URL", "NATS JetStream"),
-    )
-    control.start()
-    try:
+def plane(tmp_path_factory: pytest.TempPathFactory, plane_database: str) -> Iterator[Plane]:
+    with started_plane(tmp_path_factory.mktemp("runs"), plane_database) as control:
         yield control
-    finally:
-        control.stop()
 
 
 def test_a_run_goes_pending_dispatched_running_succeeded_with_its_steps(plane: Plane) -> None:

@@ -127,10 +127,10 @@ def outside() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def plane(
-    tmp_path_factory: pytest.TempPathFactory, outside: int, runs_database: str
+    tmp_path_factory: pytest.TempPathFactory, outside: int, plane_database: str
 ) -> Iterator[Plane]:
     tmp = tmp_path_factory.mktemp("egress")
-    control = Plane(tmp, runs_database, service_setting("AGENTOS_NATS_URL", "NATS JetStream"))
+    control = Plane(tmp, plane_database, service_setting("AGENTOS_NATS_URL", "NATS JetStream"))
     bridge = "10.89.0.1"
     gateway_port = control.env["AGENTOS_GATEWAY_PORT"]
     control.env |= {k: SERVICES_ENV.get(k) or os.environ.get(k, "") for k in CONTAINERD_KEYS}
@@ -154,22 +154,6 @@ def plane(
              control.env["CONTAINERD_NAMESPACE"]],
             capture_output=True, check=False,
         )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def runs_database() -> Iterator[str]:
-    from harness.postgres import create_database, drop_database
-
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = asyncio.run(
-        create_database(
-            admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_egress"
-        )
-    )
-    try:
-        yield url
-    finally:
-        asyncio.run(drop_database(admin, name))
 
 
 async def _remove_all(env: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,9 +25,7 @@ from controlplane.data.tables import runs as runs_table
 from controlplane.domain.runs.notify import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from controlplane.messaging.embedded import nats_server_binary
 from harness.ports import free_port
-from harness.postgres import create_database, drop_database
 from harness.waiting import wait_until
-from tests.conftest import service_setting
 from tests.e2e.runs_plane import CLI, ROOT, Plane, tenant_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
@@ -82,18 +80,6 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-async def hooks_database() -> AsyncIterator[str]:
-    admin = service_setting("AGENTOS_PG_ADMIN_DSN", "PostgreSQL")
-    name, url = await create_database(
-        admin, service_setting("AGENTOS_DATABASE_URL", "PostgreSQL"), prefix="agentos_hooks"
-    )
-    try:
-        yield url
-    finally:
-        await drop_database(admin, name)
-
-
-@pytest.fixture(scope="module")
 def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A NATS of this module's own: a run controller deletes the run consumers of agents
     its database does not know, so planes on one shared NATS would delete each other's."""
@@ -120,9 +106,9 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def plane(
-    tmp_path_factory: pytest.TempPathFactory, hooks_database: str, private_nats: str
+    tmp_path_factory: pytest.TempPathFactory, plane_database: str, private_nats: str
 ) -> Iterator[Plane]:
-    control = Plane(tmp_path_factory.mktemp("hooks"), hooks_database, private_nats)
+    control = Plane(tmp_path_factory.mktemp("hooks"), plane_database, private_nats)
     control.env["AGENTOS_COMPONENTS"] = "api,controller,gateway"
     control.env["AGENTOS_EGRESS_RESOLVE"] = f"{HOOK_HOST}=127.0.0.1"
     control.env["AGENTOS_NOTIFY_POLL_INTERVAL_S"] = "0.1"
