@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
         test-unit test-integration bench bench-outbox bench-lifecycle bench-api bench-operator bench-runs bench-gateway k8s-tools proto-containerd \
-        proto-api crds chart-files kustomize chart-test image clean
+        proto-api crds chart-files kustomize chart-test image console clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -15,6 +15,11 @@ help: ## List the targets
 bootstrap: ## Install uv and the Python environment (.venv) from uv.lock
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet --python python3
+
+# The web console's bundle is committed (adr/0018-console.md): rebuild it after changing
+# console/src; tests/e2e/test_console.py checks that the committed one is this build's output.
+console: ## Build the web console (console/: npm ci + esbuild) into controlplane/api/console/static
+	cd console && npm ci --no-audit --no-fund --silent && npm run --silent build
 
 run: bootstrap ## Agent OS on embedded defaults (SQLite, embedded NATS) + the example agents and their runs, at :8080
 	UV=$(UV) hack/run.sh

@@ -79,6 +79,8 @@ if [ "$cmd" = up ] && [ $# -gt 0 ]; then
 fi
 case "$cmd" in
   up)
+    # The console's tests drive Debian's Chromium (tests/e2e/test_console.py); not for `up NAME`.
+    if [ $# -eq 0 ]; then apt_install chromium; fi
     for s in "${SERVICES[@]}"; do "${s}_install"; done
     for s in "${SERVICES[@]}"; do "${s}_start"; done
     tmp="$SVC/env.tmp"

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from controlplane import __version__
 from controlplane.api.a2a import routes as a2a
+from controlplane.api.console import mount_console
 from controlplane.api.context import ApiContext
 from controlplane.api.errors import (
     FieldProblem,
@@ -33,6 +34,7 @@ from controlplane.api.rest import (
     replay,
     runs,
     tenants,
+    whoami,
 )
 from controlplane.api.rest.params import reject_unknown_query_parameters
 from controlplane.api.rest.run_models import RunEventOut
@@ -70,6 +72,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
 
+    mount_console(app)  # /ui: the web console's static files (architecture/console.md)
     # Added last, so it is the outermost: it times and counts everything below, errors too.
     app.add_middleware(RequestMetricsMiddleware)
 
@@ -101,6 +104,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(admin.router)
     app.include_router(a2a.router)
+    app.include_router(whoami.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
