@@ -79,5 +79,8 @@ echo
 echo "Try: agentos run tool-agent --input '{\"expression\": \"6*7\"}' --follow"
 echo "     agentos get runs; agentos describe agent flaky-agent   (AGENTOS_API_URL=$AGENTOS_API_URL)"
 echo "     with AGENTOS_TOKEN=$AGENTOS_TOKEN"
+echo
+echo "The console: $AGENTOS_API_URL/ui/  (the agents, these runs and their traces, the approval)"
+echo "   log in with the token: $AGENTOS_TOKEN"
 echo "Agent OS keeps running; Ctrl-C stops it."
 wait $server

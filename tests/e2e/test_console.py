@@ -229,9 +229,10 @@ def test_a_run_submitted_from_the_console_shows_its_trace_and_the_apis_totals(
     expect(page.locator("#run-input-tokens")).to_have_text(str(usage["inputTokens"]))
     expect(page.locator("#run-output-tokens")).to_have_text(str(usage["outputTokens"]))
     assert usage["inputTokens"] > 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / "console-run-screen.png"))  # one laptop screen: README's
     page.locator("li.step .step-row").first.click()
     expect(page.locator(".step-detail").first).to_contain_text("Input")
-    OUT.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(OUT / "console-run.png"), full_page=True)
     console.check_clean()
 

@@ -44,9 +44,13 @@ function inputOutput(run) {
 function attempts(steps, events) {
   const byAttempt = new Map();
   for (const step of steps) byAttempt.set(step.attempt, (byAttempt.get(step.attempt) || 0) + 1);
-  const starts = events.filter((e) => e.type === "run.started");
-  const rows = starts.map((e, i) => {
-    const n = e.data.attempt || i + 1;
+  // run.started is also the way back from InputRequired: an attempt starts at its first one.
+  const starts = new Map();
+  for (const e of events.filter((x) => x.type === "run.started")) {
+    const n = e.data.attempt || starts.size + 1;
+    if (!starts.has(n)) starts.set(n, e);
+  }
+  const rows = [...starts.entries()].map(([n, e]) => {
     return h("tr", {}, h("td", { class: "num" }, String(n)), h("td", {}, e.data.occurredAt),
       h("td", { class: "num" }, String(byAttempt.get(n) || 0)),
       h("td", {}, n > 1 ? "steps of earlier attempts served from the journal" : ""));
