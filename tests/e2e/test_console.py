@@ -237,6 +237,16 @@ def test_a_run_submitted_from_the_console_shows_its_trace_and_the_apis_totals(
     console.check_clean()
 
 
+def test_a_running_run_is_canceled_from_its_page(console: Console, world: World) -> None:
+    run = world.plane.submit(world.a, "caller", {"mode": "sleep", "seconds": 60})
+    page = console.login(world.editor, f"#/runs/{world.a}/{run}")
+    expect(page.locator("#run-phase")).to_have_text("Running", timeout=LIVE_S)
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator("#run-phase")).to_have_text("Canceled")
+    assert world.plane.run(world.a, run)["status"]["phase"] == "Canceled"
+    console.check_clean()
+
+
 def _waiting_approval(world: World, run: str) -> dict[str, Any]:
     plane = world.plane
     wait_until(lambda: plane.run(world.a, run)["status"]["phase"] == "InputRequired", 60, "waiting")
@@ -344,8 +354,9 @@ def test_the_usage_page_charts_tokens_and_cost_from_the_api(console: Console, wo
 
 
 def test_ui_answers_with_a_self_only_content_security_policy(world: World) -> None:
-    answer = httpx.get(f"{world.plane.base}/ui/", follow_redirects=True)
-    assert answer.status_code == 200
+    answer = httpx.get(f"{world.plane.base}/ui", follow_redirects=True)
+    assert answer.status_code == 200 and str(answer.url).endswith("/ui/")
+    assert '<script type="module" src="app.js">' in answer.text
     policy = answer.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
     assert answer.headers["x-frame-options"] == "DENY"

@@ -10,12 +10,12 @@ but this origin, and no other site can frame it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PREFIX = "/ui"
@@ -50,6 +50,16 @@ def check_built(static_dir: Path = STATIC_DIR) -> None:
         )
 
 
+class ConsoleFiles(StaticFiles):
+    """StaticFiles whose every answer carries SECURITY_HEADERS: only `/ui` traffic passes
+    here, so the API's own routes and streams get no extra middleware."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+
 def mount_console(app: FastAPI, static_dir: Path = STATIC_DIR) -> None:
     """Serve `static_dir` at `/ui/` (index.html for `/ui/`, `/ui` redirects there) with the
     security headers above. Raises ConsoleNotBuilt when the bundle is missing."""
@@ -57,18 +67,9 @@ def mount_console(app: FastAPI, static_dir: Path = STATIC_DIR) -> None:
 
     @app.get(PREFIX, include_in_schema=False)
     async def console_root() -> Response:
-        return RedirectResponse(f"{PREFIX}/", status_code=308)
+        return RedirectResponse(f"{PREFIX}/", status_code=308, headers=SECURITY_HEADERS)
 
-    app.mount(PREFIX, StaticFiles(directory=static_dir, html=True), name="console")
-
-    @app.middleware("http")
-    async def console_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/"):
-            response.headers.update(SECURITY_HEADERS)
-        return response
+    app.mount(PREFIX, ConsoleFiles(directory=static_dir, html=True), name="console")
 
 
-__all__ = ["ConsoleNotBuilt", "check_built", "mount_console"]
+__all__ = ["ConsoleFiles", "ConsoleNotBuilt", "check_built", "mount_console"]
