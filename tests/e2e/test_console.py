@@ -191,6 +191,10 @@ def test_a_token_logs_in_and_agents_reach_ready_on_screen_without_a_reload(
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     assert page.evaluate("sessionStorage.getItem('agentos.token')") == world.admin
     assert world.admin not in page.url
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / "console-agents.png"))
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(OUT / "console-agents-dark.png"))
     page.locator(f"{row} a").click()
     expect(page.get_by_role("heading", name="Agent latecomer")).to_be_visible()
     expect(page.locator("ol.timeline li").last).to_contain_text("Ready")
