@@ -249,39 +249,30 @@ async def test_a_claimed_sandbox_is_handed_its_agent_once(
 ) -> None:
     taken = filled.claim(await agent())
     assert taken is not None
-    builds: list[str] = []
-
-    async def build() -> SandboxSpec:
-        builds.append(taken)
-        env = {"AGENTOS_AGENT_TOKEN": "aosa_secret", "AGENT_LABEL": "x"}
-        return SandboxSpec(
-            taken, "a1", "acme", "who", IMAGE, "runc", COMMAND, ["--v"], env, config={"who": 1}
-        )
-
-    assert await filled.hand_off(runtime, taken, build) is True
-    assert await filled.hand_off(runtime, taken, build) is False
-    assert builds == [taken]  # one credential issued
+    env = {"AGENTOS_AGENT_TOKEN": "aosa_secret", "AGENT_LABEL": "x"}
+    spec = SandboxSpec(
+        taken, "a1", "acme", "who", IMAGE, "runc", COMMAND, ["--v"], env, config={"who": 1}
+    )
+    assert await filled.awaits_handoff(runtime, taken) is True
+    assert await filled.hand_off(runtime, taken, spec) is True
+    assert await filled.awaits_handoff(runtime, taken) is False
+    assert await filled.hand_off(runtime, taken, spec) is False  # once
     folder = runtime.agent_folder(taken)
     assert json.loads((folder / handoff.CONFIG_FILE).read_text()) == {"who": 1}
     payload = json.loads((folder / handoff.HANDOFF_FILE).read_text())
-    assert payload == {"argv": [*COMMAND, "--v"], "env": build_env()}
+    assert payload == {"argv": [*COMMAND, "--v"], "env": env}
     assert (folder / handoff.HANDOFF_FILE).stat().st_mode & 0o777 == 0o600
-
-
-def build_env() -> dict[str, str]:
-    return {"AGENTOS_AGENT_TOKEN": "aosa_secret", "AGENT_LABEL": "x"}
 
 
 async def test_a_sandbox_that_is_not_warm_is_not_handed_off(runtime: FolderRuntime) -> None:
     pools = WarmPools([pool()], {"runc": runtime}, no_owners())
 
-    async def build() -> SandboxSpec:
-        raise AssertionError("no credential for a cold sandbox")
-
-    assert await pools.hand_off(runtime, "acme-who-1234abcd-1-0", build) is False
+    spec = SandboxSpec("x", "a1", "acme", "who", IMAGE, "runc", COMMAND)
+    assert await pools.hand_off(runtime, "acme-who-1234abcd-1-0", spec) is False
     cold = f"warm-{pool().key()}-00000000"  # created cold under a warm name: no warm-ready
     runtime.agent_folder(cold).mkdir()
-    assert await pools.hand_off(runtime, cold, build) is False
+    assert await pools.hand_off(runtime, cold, spec) is False
+    assert not (runtime.agent_folder(cold) / handoff.HANDOFF_FILE).exists()
 
 
 # -- the leak sweep -----------------------------------------------------------------------------

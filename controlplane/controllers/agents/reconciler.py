@@ -10,8 +10,9 @@ sweep's (leak_sweep.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -157,23 +158,42 @@ class AgentReconciler:
         warm = self._pools.claim(record) if self._pools else None
         sandbox_id = warm or sandbox_name(record)
         reason = "WarmSandboxClaimed" if warm else "SandboxCreating"
-        try:
-            starting = await self._move(
-                record,
-                Phase.STARTING,
-                reason,
-                f"claimed warm sandbox {warm}" if warm else f"sandbox {sandbox_id}",
-                sandboxID=sandbox_id,
-                startedAt=rfc3339(utcnow()),
-                observedGeneration=record.generation,
-                sandboxHash=sandbox_hash(record.spec),
-            )
-        except BaseException:
-            if warm and self._pools:
-                self._pools.give_back(record, warm)
-            raise
+        move = self._move(
+            record,
+            Phase.STARTING,
+            reason,
+            f"claimed warm sandbox {warm}" if warm else f"sandbox {sandbox_id}",
+            sandboxID=sandbox_id,
+            startedAt=rfc3339(utcnow()),
+            observedGeneration=record.generation,
+            sandboxHash=sandbox_hash(record.spec),
+        )
+        if warm and self._pools:
+            return await self._claimed(record, warm, move, self._pools)
+        starting = await move
         self._versions.observe(record.id, starting.resource_version)
         return await self._starting(starting)
+
+    async def _claimed(
+        self, record: AgentRecord, warm: str, move: Awaitable[AgentRecord], pools: WarmPools
+    ) -> float | None:
+        """Record the claim of warm sandbox `warm` while its credential is issued (valid only
+        once the claim is recorded), then hand it off (warm_pools.py)."""
+        try:
+            starting, spec = await asyncio.gather(move, self._sandbox_spec(record, warm))
+        except BaseException:
+            pools.give_back(record, warm)
+            raise
+        self._versions.observe(record.id, starting.resource_version)
+        try:
+            handed = await pools.hand_off(runtime_for(self.runtimes, record), warm, spec)
+        except SandboxError as exc:
+            return await self._fail(starting, exc.reason, exc.message)
+        if not handed:  # its bootstrap is gone: _starting sees what the sandbox does
+            return await self._starting(starting)
+        # The agent starts in about 10 ms (agentos_sdk.warm): probe it then, not at once.
+        self._sandbox_started[record.id] = time.monotonic()
+        return 0.01
 
     async def _starting(self, record: AgentRecord) -> float | None:
         sandbox_id = record.status.sandboxID
@@ -195,10 +215,13 @@ class AgentReconciler:
             elif state.state is SandboxState.CREATED:
                 state = await runtime.start(sandbox_id)
                 self._sandbox_started[record.id] = time.monotonic()
-            if self._pools and state.state is SandboxState.RUNNING:
-                build = lambda: self._sandbox_spec(record, sandbox_id)  # noqa: E731
-                if await self._pools.hand_off(runtime, sandbox_id, build):
-                    self._sandbox_started[record.id] = time.monotonic()
+            # A claimed warm sandbox not handed off yet (the controller stopped in between).
+            pools = self._pools if state.state is SandboxState.RUNNING else None
+            if pools and await pools.awaits_handoff(runtime, sandbox_id):
+                await pools.hand_off(
+                    runtime, sandbox_id, await self._sandbox_spec(record, sandbox_id)
+                )
+                self._sandbox_started[record.id] = time.monotonic()
         except SandboxError as exc:
             return await self._fail(record, exc.reason, exc.message)
         if state.state is SandboxState.EXITED:

@@ -99,23 +99,30 @@ class WarmPools:
             self._ready[key].insert(0, sandbox_id)
             self._report(self.pools[key])
 
-    async def hand_off(
-        self, runtime: Runtime, sandbox_id: str, build: Callable[[], Awaitable[SandboxSpec]]
-    ) -> bool:
-        """Hand a claimed warm sandbox its agent: `build()` gives the agent's SandboxSpec (its
-        env with a new credential, its config, command and args). True when handed off now;
-        False for a sandbox that is not warm or was handed off already. Raises
-        SandboxError("HandoffFailed") when the sandbox's folder cannot be written."""
+    async def awaits_handoff(self, runtime: Runtime, sandbox_id: str) -> bool:
+        """True for a warm sandbox whose bootstrap still waits for its agent (no handoff
+        written); False for any other sandbox.
+
+        The claim path's file operations (a few stat calls, two small writes in a local
+        folder: well under a millisecond) run on the event loop: a thread hop costs more
+        than that on a busy host, and this path is what an agent waits for."""
         folders = capabilities(runtime).folders
         if sandbox_pool_key(sandbox_id) is None or folders is None:
             return False
-        folder = folders.agent_folder(sandbox_id)
-        if await asyncio.to_thread(handoff_state, folder) is not HandoffState.WARM:
+        return handoff_state(folders.agent_folder(sandbox_id)) is HandoffState.WARM
+
+    async def hand_off(self, runtime: Runtime, sandbox_id: str, spec: SandboxSpec) -> bool:
+        """Hand a claimed warm sandbox its agent: `spec` is the agent's SandboxSpec (its env
+        with a new credential, its config, command and args). True when handed off now;
+        False for a sandbox that is not warm or was handed off already. Raises
+        SandboxError("HandoffFailed") when the sandbox's folder cannot be written."""
+        folders = capabilities(runtime).folders
+        if folders is None or not await self.awaits_handoff(runtime, sandbox_id):
             return False
-        spec = await build()
+        folder = folders.agent_folder(sandbox_id)
         argv = [*spec.command, *spec.args]
         try:
-            await asyncio.to_thread(write_handoff, folder, argv, spec.env, spec.config)
+            write_handoff(folder, argv, spec.env, spec.config)
         except OSError as exc:
             raise SandboxError("HandoffFailed", f"cannot hand off {sandbox_id}: {exc}") from exc
         return True
