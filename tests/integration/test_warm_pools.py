@@ -165,7 +165,8 @@ async def full_pool(plane: WarmPlane) -> list[str]:
         found = plane.plane.controller.pools.ready(plane.pool)
         return found if len(found) == SIZE else None
 
-    return await eventually(ready, DEADLINE_S, f"{SIZE} warm sandboxes")
+    found: list[str] = await eventually(ready, DEADLINE_S, f"{SIZE} warm sandboxes")
+    return found
 
 
 async def test_agents_claim_warm_sandboxes_and_each_is_bound_to_its_own_identity(
@@ -220,6 +221,30 @@ async def test_agents_claim_warm_sandboxes_and_each_is_bound_to_its_own_identity
     with pytest.raises(RunNotFound):
         async with plane.uow() as uow:
             await run_execution.heartbeat(uow, first, other.body["metadata"]["name"])
+
+
+@pytest.mark.parametrize("warm", ["runc"], indirect=True)
+async def test_a_claim_recorded_but_not_handed_off_is_handed_off_by_the_next_reconcile(
+    warm: WarmPlane, gateway: RecordingGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await full_pool(warm)
+    pools = warm.plane.controller.pools
+    real = pools.hand_off
+    skipped: list[str] = []
+
+    async def crash_first(runtime: Any, sandbox_id: str, spec: Any) -> bool:
+        if not skipped:  # as a controller stopped between the claim and its handoff
+            skipped.append(sandbox_id)
+            return False
+        return await real(runtime, sandbox_id, spec)
+
+    monkeypatch.setattr(pools, "hand_off", crash_first)
+    await warm.plane.apply("acme", whoami(warm, "late"))
+    ready = await warm.plane.wait_phase("acme", "late", "Ready", DEADLINE_S)
+    assert [ready.status.sandboxID] == skipped
+    run = gateway.submit({})
+    await gateway.wait_done(run.name, DEADLINE_S)
+    assert run.result is not None and run.result["output"]["who"] == "late"
 
 
 async def test_an_agent_that_matches_no_pool_gets_a_sandbox_created_for_it(

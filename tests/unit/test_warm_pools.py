@@ -66,7 +66,7 @@ def pool(**fields: Any) -> WarmPool:
 
 async def agent(name: str = "who", **spec: Any) -> AgentRecord:
     body = {"image": IMAGE, "command": COMMAND, "runtime": {"class": "runc"}} | spec
-    manifest = {"apiVersion": "agentos.io/v1alpha1", "kind": "Agent"}
+    manifest: dict[str, Any] = {"apiVersion": "agentos.io/v1alpha1", "kind": "Agent"}
     manifest |= {"metadata": {"name": name}, "spec": body}
     async with FakeDatabase().uow() as uow:
         return (await svc.apply_agent(uow, "acme", manifest)).agent

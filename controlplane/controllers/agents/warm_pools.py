@@ -78,9 +78,10 @@ class WarmPools:
 
     def claim(self, record: AgentRecord) -> str | None:
         """A ready sandbox of the pool `record` matches, taken out of the pool; None when it
-        matches none or its pool has none ready (a miss: the agent gets a new sandbox)."""
+        matches none or its pool has none ready (a miss: the agent gets a new sandbox). A
+        pool whose runtime cannot hold warm sandboxes is never filled and counts no miss."""
         pool = matching_pool(list(self.pools.values()), record.spec)
-        if pool is None:
+        if pool is None or self._runtime(pool) is None:
             return None
         ready = self._ready[pool.key()]
         sandbox_id = ready.pop(0) if ready else None
