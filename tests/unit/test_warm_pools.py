@@ -87,7 +87,7 @@ def runtime(tmp_path: Path) -> FolderRuntime:
 @pytest.fixture
 async def filled(runtime: FolderRuntime) -> AsyncIterator[WarmPools]:
     """Pools with one pool of 3, running until the test ends, filled."""
-    pools = WarmPools([pool()], {"runc": runtime}, no_owners(), check_s=0.05)
+    pools = WarmPools([pool()], {"runc": runtime}, no_owners(), check_s=0.05, refill_delay_s=0)
     stop = asyncio.Event()
     task = asyncio.create_task(pools.run(stop))
     await until_ready(pools, 3)
@@ -183,6 +183,22 @@ async def test_a_claim_takes_a_ready_sandbox_and_the_pool_refills(
     assert taken not in after and len(runtime.creates) == 4
 
 
+async def test_a_refill_waits_for_the_claimed_agent_to_start_first(
+    runtime: FolderRuntime,
+) -> None:
+    pools = WarmPools([pool(size=1)], {"runc": runtime}, no_owners(), refill_delay_s=0.3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pools.run(stop))
+    await until_ready(pools, 1)
+    assert pools.claim(await agent()) is not None
+    await asyncio.sleep(0.1)
+    assert len(runtime.creates) == 1
+    await until_ready(pools, 1)
+    assert len(runtime.creates) == 2
+    stop.set()
+    await task
+
+
 async def test_an_empty_pool_is_a_miss_and_a_non_matching_agent_no_claim(
     runtime: FolderRuntime,
 ) -> None:
@@ -220,7 +236,7 @@ async def test_a_restarted_controller_adopts_ready_sandboxes_no_agent_records(
     runtime: FolderRuntime,
 ) -> None:
     p = pool(size=2)
-    first = WarmPools([p], {"runc": runtime}, no_owners(), check_s=0.05)
+    first = WarmPools([p], {"runc": runtime}, no_owners(), check_s=0.05, refill_delay_s=0)
     stop = asyncio.Event()
     task = asyncio.create_task(first.run(stop))
     ids = await until_ready(first, 2)
@@ -231,7 +247,7 @@ async def test_a_restarted_controller_adopts_ready_sandboxes_no_agent_records(
     async def owned() -> set[str]:
         return {claimed}
 
-    second = WarmPools([p], {"runc": runtime}, owned, check_s=0.05)
+    second = WarmPools([p], {"runc": runtime}, owned, check_s=0.05, refill_delay_s=0)
     stop = asyncio.Event()
     task = asyncio.create_task(second.run(stop))
     after = await until_ready(second, 2)

@@ -51,7 +51,10 @@ class WarmPools:
     `pools`: the configured pools (config `AGENTOS_WARM_POOLS`). `runtimes`: runtime class →
     runtime; a pool whose runtime has no `AgentFolders` capability is never filled.
     `owned()`: the sandbox ids agents record. `check_s`: seconds between health checks when
-    nothing wakes the loop; `ready_timeout_s`: how long a new sandbox may take to be warm.
+    nothing wakes the loop; `refill_delay_s`: how long a refill waits after a claim, so that
+    creating sandboxes does not compete for the CPU with the claimed agent's start (claims
+    in the meantime are refilled together); `ready_timeout_s`: how long a new sandbox may
+    take to be warm.
     """
 
     def __init__(
@@ -61,12 +64,14 @@ class WarmPools:
         owned: Callable[[], Awaitable[set[str]]],
         *,
         check_s: float = 5.0,
+        refill_delay_s: float = 0.5,
         ready_timeout_s: float = 60.0,
     ) -> None:
         self.pools = {p.key(): p for p in pools}
         self._runtimes = runtimes
         self._owned = owned
         self.check_s = check_s
+        self.refill_delay_s = refill_delay_s
         self.ready_timeout_s = ready_timeout_s
         self._ready: dict[str, list[str]] = {key: [] for key in self.pools}
         self._creating: set[str] = set()
@@ -164,6 +169,8 @@ class WarmPools:
                     {woken, stopping}, timeout=self.check_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 woken.cancel()
+                if self._wake.is_set() and self.refill_delay_s > 0:
+                    await asyncio.wait({stopping}, timeout=self.refill_delay_s)
         finally:
             stopping.cancel()
 
