@@ -8,8 +8,8 @@ containerd namespace of its own holding the python agent image built from this t
 pool of `--pool-size` sandboxes for `python3 /agent/whoami_agent.py` (limits 500m / 128Mi);
 samples alternate between an agent that matches the pool (warm) and one whose `args` differ
 (cold: created as without pools); each is applied, waited Ready (readiness: the SDK's
-heartbeat), then deleted; before a warm sample the pool is refilled (not timed). One warm-up
-pair is not counted. One JSON line per figure, progress on stderr:
+heartbeat), then deleted; before each sample the pool is full (its refill not timed, and
+not competing). One warm-up pair is not counted. One JSON line per figure, progress on stderr:
 
 - `warm_pool_claim_to_ready`: from the claim (Scheduled → Starting; the agent's
   `status.startedAt`) to `status.readyAt`, both written by the controller. Goal p50 ≤ 50 ms
@@ -229,9 +229,10 @@ async def figures(plane: Plane, pool: WarmPool, samples: int) -> list[dict[str, 
     warm: list[dict[str, Any]] = []
     cold: list[dict[str, Any]] = []
     for i in range(samples + 1):  # the first pair is a warm-up
+        await full(plane, pool)  # no refill competes with either sample
+        k = await sample(plane, pool, f"cold-{c}-{i}", cold=True)
         await full(plane, pool)
         w = await sample(plane, pool, f"warm-{c}-{i}", cold=False)
-        k = await sample(plane, pool, f"cold-{c}-{i}", cold=True)
         log(f"{c} {i}: warm {w['start_to_ready_s'] * 1000:.0f} ms, cold "
             f"{k['start_to_ready_s'] * 1000:.0f} ms (claim/start → Ready)")  # fmt: skip
         if i:

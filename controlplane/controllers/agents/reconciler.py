@@ -189,11 +189,19 @@ class AgentReconciler:
             handed = await pools.hand_off(runtime_for(self.runtimes, record), warm, spec)
         except SandboxError as exc:
             return await self._fail(starting, exc.reason, exc.message)
-        if not handed:  # its bootstrap is gone: _starting sees what the sandbox does
-            return await self._starting(starting)
-        # The agent starts in about 10 ms (agentos_sdk.warm): probe it then, not at once.
-        self._sandbox_started[record.id] = time.monotonic()
-        return 0.01
+        if handed:
+            # The agent starts in about 10 ms: wait for it, and for the relay to publish the
+            # claim (Ready waits for it), here rather than going back to the queue.
+            self._sandbox_started[record.id] = time.monotonic()
+            probe = probe_spec(record.spec)
+            if probe is not None:
+                await pools.until_answers(runtime_for(self.runtimes, record), warm, probe)
+            deadline = time.monotonic() + 0.25
+            while self.config.require_published and time.monotonic() < deadline:
+                if not await self._store.unpublished(record.id):
+                    break
+                await asyncio.sleep(0.005)
+        return await self._starting(starting)
 
     async def _starting(self, record: AgentRecord) -> float | None:
         sandbox_id = record.status.sandboxID

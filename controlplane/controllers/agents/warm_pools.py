@@ -36,7 +36,13 @@ from controlplane.domain.agents.warm_pools import (
 )
 from controlplane.domain.records import AgentRecord
 from controlplane.observability import warm_pool_metrics as metrics
-from controlplane.runtimes.base import Runtime, SandboxError, SandboxSpec, SandboxState
+from controlplane.runtimes.base import (
+    ProbeSpec,
+    Runtime,
+    SandboxError,
+    SandboxSpec,
+    SandboxState,
+)
 from controlplane.runtimes.capabilities import capabilities
 from controlplane.runtimes.handoff import HandoffState, handoff_state, write_handoff
 
@@ -132,6 +138,19 @@ class WarmPools:
         except OSError as exc:
             raise SandboxError("HandoffFailed", f"cannot hand off {sandbox_id}: {exc}") from exc
         return True
+
+    async def until_answers(
+        self, runtime: Runtime, sandbox_id: str, probe: ProbeSpec, timeout_s: float = 0.5
+    ) -> bool:
+        """Probe a just handed-off agent from 5 ms on, every 5 ms, for up to `timeout_s`
+        seconds: True once it answers. Its reconcile waits here rather than going back to the
+        queue (a read of the agent per look) for an agent that starts in about 10 ms."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+            if await runtime.probe(sandbox_id, probe):
+                return True
+        return False
 
     def observe_ready(self, agent_id: str) -> None:
         """The agent is Ready: observe claim → Ready if it claimed a warm sandbox here."""
