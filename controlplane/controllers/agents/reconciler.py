@@ -190,17 +190,14 @@ class AgentReconciler:
         except SandboxError as exc:
             return await self._fail(starting, exc.reason, exc.message)
         if handed:
-            # The agent starts in about 10 ms: wait for it, and for the relay to publish the
-            # claim (Ready waits for it), here rather than going back to the queue.
             self._sandbox_started[record.id] = time.monotonic()
-            probe = probe_spec(record.spec)
-            if probe is not None:
-                await pools.until_answers(runtime_for(self.runtimes, record), warm, probe)
-            deadline = time.monotonic() + 0.25
-            while self.config.require_published and time.monotonic() < deadline:
-                if not await self._store.unpublished(record.id):
-                    break
-                await asyncio.sleep(0.005)
+            unpublished = lambda: self._store.unpublished(record.id)  # noqa: E731
+            await pools.until_started(
+                runtime_for(self.runtimes, record),
+                warm,
+                probe_spec(record.spec),
+                unpublished if self.config.require_published else None,
+            )
         return await self._starting(starting)
 
     async def _starting(self, record: AgentRecord) -> float | None:

@@ -139,18 +139,32 @@ class WarmPools:
             raise SandboxError("HandoffFailed", f"cannot hand off {sandbox_id}: {exc}") from exc
         return True
 
-    async def until_answers(
-        self, runtime: Runtime, sandbox_id: str, probe: ProbeSpec, timeout_s: float = 0.5
+    async def until_started(
+        self,
+        runtime: Runtime,
+        sandbox_id: str,
+        probe: ProbeSpec | None,
+        unpublished: Callable[[], Awaitable[int]] | None,
+        *,
+        answer_s: float = 0.5,
+        publish_s: float = 0.25,
     ) -> bool:
-        """Probe a just handed-off agent from 5 ms on, every 5 ms, for up to `timeout_s`
-        seconds: True once it answers. Its reconcile waits here rather than going back to the
-        queue (a read of the agent per look) for an agent that starts in about 10 ms."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-            if await runtime.probe(sandbox_id, probe):
-                return True
-        return False
+        """After a handoff: probe the agent every 5 ms for up to `answer_s` seconds, then wait
+        (every 5 ms, up to `publish_s`) until `unpublished()` (the agent's events the relay
+        has not published; Ready waits for them) is 0. True when both happened in time.
+
+        The claim's reconcile waits here rather than going back to the queue (a read of the
+        agent and its sandbox per look) for an agent that starts in about 10 ms."""
+        answered = (
+            await _poll(lambda: runtime.probe(sandbox_id, probe), answer_s) if probe else True
+        )
+        if unpublished is None:
+            return answered
+
+        async def published() -> bool:
+            return not await unpublished()
+
+        return answered and await _poll(published, publish_s)
 
     def observe_ready(self, agent_id: str) -> None:
         """The agent is Ready: observe claim → Ready if it claimed a warm sandbox here."""
@@ -290,6 +304,16 @@ class WarmPools:
 
     def _report(self, pool: WarmPool) -> None:
         metrics.pool_size(pool.runtimeClass, pool.image, len(self._ready[pool.key()]))
+
+
+async def _poll(check: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:
+    """`check()` every 5 ms until it holds (True) or `timeout_s` seconds passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+        if await check():
+            return True
+    return False
 
 
 def pool_sandbox_spec(pool: WarmPool, sandbox_id: str) -> SandboxSpec:
