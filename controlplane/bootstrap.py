@@ -125,6 +125,7 @@ class Container:
             node_source=node_source,
             gateway_url=self.gateway_url(),
             egress_proxy_url=self.egress_proxy_url(),
+            warm_pools=list(s.warm_pools),
         )
 
     def plane_id(self) -> str:

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.domain.agents.warm_pools import WarmPool
+
 DEFAULT_SQLITE_PATH = Path("agentos.db")
 
 
@@ -130,6 +132,13 @@ class Settings(BaseSettings):
     )
     egress_max_connections: int = Field(
         default=1024, ge=1, description="Egress connections open at once; more answer 503."
+    )
+    warm_pools: list[WarmPool] = Field(
+        default_factory=list,
+        description="Warm pools (architecture/warm-pools.md), a JSON list of "
+        '`{"runtimeClass", "image", "command", "args"?, "size", "resources"?: {"cpu", '
+        '"memory"}}`: sandboxes started ahead that agents of that runtime class, image, '
+        "command, args and limits claim instead of creating one (containerd runtime).",
     )
     run_ack_wait_s: float = Field(
         default=30.0,

@@ -17,6 +17,7 @@ LABEL_MANAGED = "agentos.io/managed"
 LABEL_AGENT_ID = "agentos.io/agent-id"
 LABEL_TENANT = "agentos.io/tenant"
 LABEL_ADDRESS = "agentos.io/address"  # the sandbox's address on the sandbox bridge
+LABEL_WARM_POOL = "agentos.io/warm-pool"  # a warm pool's sandbox: its pool key
 
 
 class SandboxState(StrEnum):
@@ -67,9 +68,11 @@ class SandboxSpec:
     request_memory_bytes: int = 0
     node: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
+    warm_pool: str = ""  # the pool key of a warm sandbox (controllers/agents/warm_pools.py)
 
     def labels(self) -> dict[str, str]:
-        return {LABEL_MANAGED: "true", LABEL_AGENT_ID: self.agent_id, LABEL_TENANT: self.tenant}
+        labels = {LABEL_MANAGED: "true", LABEL_AGENT_ID: self.agent_id, LABEL_TENANT: self.tenant}
+        return labels | ({LABEL_WARM_POOL: self.warm_pool} if self.warm_pool else {})
 
 
 @dataclass(frozen=True)

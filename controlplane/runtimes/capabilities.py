@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from controlplane.domain.scheduling.admission import Node
@@ -55,6 +56,17 @@ class SweepsLeftovers(Protocol):
         ...
 
 
+@runtime_checkable
+class AgentFolders(Protocol):
+    """Each sandbox has a host folder it sees as `/agentos` (containerd: config.json, the
+    heartbeat), which the control plane can write while the sandbox runs (warm pools' handoff,
+    controllers/agents/warm_pools.py)."""
+
+    def agent_folder(self, sandbox_id: str) -> Path:
+        """The host path of the sandbox's `/agentos` folder."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """The optional capabilities of one backend; None where it lacks one."""
@@ -63,6 +75,7 @@ class Capabilities:
     node_capacity: NodeCapacity | None = None
     watches: Watches | None = None
     sweeps: SweepsLeftovers | None = None
+    folders: AgentFolders | None = None
 
 
 @runtime_checkable
@@ -82,4 +95,5 @@ def capabilities(runtime: object) -> Capabilities:
         node_capacity=runtime if isinstance(runtime, NodeCapacity) else None,
         watches=runtime if isinstance(runtime, Watches) else None,
         sweeps=runtime if isinstance(runtime, SweepsLeftovers) else None,
+        folders=runtime if isinstance(runtime, AgentFolders) else None,
     )

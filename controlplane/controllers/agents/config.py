@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from controlplane.domain.agents.warm_pools import WarmPool
 from controlplane.domain.scheduling.admission import Node
 
 
@@ -34,3 +35,5 @@ class ControllerConfig:
     # The egress proxy as sandboxes reach it (`http://host:port`): with the gateway, each new
     # sandbox gets HTTP(S)_PROXY with its credential in it and NO_PROXY = the gateway's host.
     egress_proxy_url: str | None = None
+    # Sandboxes started ahead that agents claim (architecture/warm-pools.md).
+    warm_pools: list[WarmPool] = field(default_factory=list)

@@ -17,6 +17,7 @@ from controlplane.controllers.agents.reconciler import AgentReconciler
 from controlplane.controllers.agents.sandbox import distinct_runtimes
 from controlplane.controllers.agents.scheduling import Scheduler
 from controlplane.controllers.agents.store import AgentStore
+from controlplane.controllers.agents.warm_pools import WarmPools
 from controlplane.controllers.machinery.manager import Manager
 from controlplane.controllers.machinery.sources import Trigger, VersionPoller
 from controlplane.controllers.machinery.workqueue import WorkQueue
@@ -58,12 +59,14 @@ class Controller:
             resync_s=config.resync_s,
             on_resync=self.remove_leaked_sandboxes,
         )
+        self.pools = WarmPools(config.warm_pools, runtimes, self._store.reads.sandbox_ids)
         self._reconciler = AgentReconciler(
             self._store,
             runtimes,
             config,
             versions=self._poller,
             want_schedule=self._schedule.set,
+            pools=self.pools,
         )
         self._manager = Manager(
             self._reconciler,
@@ -74,6 +77,7 @@ class Controller:
         )
         self._manager.add(self._schedule.run)
         self._manager.add(self._poller.run)
+        self._manager.add(self.pools.run)
         for runtime in self.distinct_runtimes():
             # A runtime that can tell when its sandboxes or capacity change (Kubernetes: its
             # watches) wakes the controller instead of waiting for the next poll.
@@ -125,4 +129,6 @@ class Controller:
 
     async def remove_leaked_sandboxes(self) -> int:
         """Remove sandboxes that no agent owns (left by a crash). Returns how many."""
-        return await remove_leaked_sandboxes(self._store.reads, self.distinct_runtimes())
+        return await remove_leaked_sandboxes(
+            self._store.reads, self.distinct_runtimes(), self.pools.keep
+        )

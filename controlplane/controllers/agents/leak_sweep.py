@@ -9,6 +9,8 @@ those of every sandbox no agent records. Run at start and on every resync.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import structlog
 
 from controlplane.data.repositories.agent_reads import AgentReads
@@ -18,18 +20,25 @@ from controlplane.runtimes.capabilities import capabilities
 log = structlog.get_logger("agentos.controller")
 
 
-async def remove_leaked_sandboxes(reads: AgentReads, runtimes: list[Runtime]) -> int:
-    """Remove, from each of `runtimes`, the sandboxes no agent records, then their
-    leftovers. Returns how many sandboxes were removed."""
+async def remove_leaked_sandboxes(
+    reads: AgentReads,
+    runtimes: list[Runtime],
+    pooled: Callable[[Iterable[str]], set[str]] = lambda _: set(),
+) -> int:
+    """Remove, from each of `runtimes`, the sandboxes no agent records and no warm pool holds
+    (`pooled(listed ids)`: WarmPools.keep), then their leftovers. Returns how many sandboxes
+    were removed."""
     owned = await reads.sandbox_ids()
     removed = swept = 0
     for runtime in runtimes:
-        for sid in await runtime.list_sandboxes():
-            if sid not in owned:
+        listed = await runtime.list_sandboxes()
+        keep = set(owned) | pooled(listed)
+        for sid in listed:
+            if sid not in keep:
                 await runtime.remove(sid)
                 removed += 1
         if (sweeps := capabilities(runtime).sweeps) is not None:
-            swept += await sweeps.sweep(set(owned))
+            swept += await sweeps.sweep(keep)
     if removed or swept:
         log.info("removed leaked sandboxes", count=removed, leftovers=swept)
     return removed

@@ -10,8 +10,9 @@ sweep's (leak_sweep.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -27,6 +28,7 @@ from controlplane.controllers.agents.sandbox import (
 )
 from controlplane.controllers.agents.scheduling import restart_delay
 from controlplane.controllers.agents.store import AgentStore
+from controlplane.controllers.agents.warm_pools import WarmPools
 from controlplane.controllers.machinery.sources import VersionPoller
 from controlplane.domain.agents.lifecycle import Phase, RestartPolicy, restart_decision
 from controlplane.domain.events.envelope import parse_rfc3339, rfc3339, utcnow
@@ -53,8 +55,10 @@ class AgentReconciler:
         *,
         versions: VersionPoller,
         want_schedule: Callable[[], None],
+        pools: WarmPools | None = None,
     ) -> None:
         self._store = store
+        self._pools = pools
         self.runtimes = runtimes
         self.config = config
         self._versions = versions
@@ -150,18 +154,50 @@ class AgentReconciler:
         return self.config.unschedulable_retry_s
 
     async def _scheduled(self, record: AgentRecord) -> float | None:
-        sandbox_id = sandbox_name(record)
-        starting = await self._move(
+        # A warm sandbox of a matching pool is recorded like one to be created (warm_pools.py).
+        warm = self._pools.claim(record) if self._pools else None
+        sandbox_id = warm or sandbox_name(record)
+        reason = "WarmSandboxClaimed" if warm else "SandboxCreating"
+        move = self._move(
             record,
             Phase.STARTING,
-            "SandboxCreating",
-            f"sandbox {sandbox_id}",
+            reason,
+            f"claimed warm sandbox {warm}" if warm else f"sandbox {sandbox_id}",
             sandboxID=sandbox_id,
             startedAt=rfc3339(utcnow()),
             observedGeneration=record.generation,
             sandboxHash=sandbox_hash(record.spec),
         )
+        if warm and self._pools:
+            return await self._claimed(record, warm, move, self._pools)
+        starting = await move
         self._versions.observe(record.id, starting.resource_version)
+        return await self._starting(starting)
+
+    async def _claimed(
+        self, record: AgentRecord, warm: str, move: Awaitable[AgentRecord], pools: WarmPools
+    ) -> float | None:
+        """Record the claim of warm sandbox `warm` while its credential is issued (valid only
+        once the claim is recorded), then hand it off (warm_pools.py)."""
+        try:
+            starting, spec = await asyncio.gather(move, self._sandbox_spec(record, warm))
+        except BaseException:
+            pools.give_back(record, warm)
+            raise
+        self._versions.observe(record.id, starting.resource_version)
+        try:
+            handed = await pools.hand_off(runtime_for(self.runtimes, record), warm, spec)
+        except SandboxError as exc:
+            return await self._fail(starting, exc.reason, exc.message)
+        if handed:
+            self._sandbox_started[record.id] = time.monotonic()
+            unpublished = lambda: self._store.unpublished(record.id)  # noqa: E731
+            await pools.until_started(
+                runtime_for(self.runtimes, record),
+                warm,
+                probe_spec(record.spec),
+                unpublished if self.config.require_published else None,
+            )
         return await self._starting(starting)
 
     async def _starting(self, record: AgentRecord) -> float | None:
@@ -184,6 +220,13 @@ class AgentReconciler:
             elif state.state is SandboxState.CREATED:
                 state = await runtime.start(sandbox_id)
                 self._sandbox_started[record.id] = time.monotonic()
+            # A claimed warm sandbox not handed off yet (the controller stopped in between).
+            pools = self._pools if state.state is SandboxState.RUNNING else None
+            if pools and await pools.awaits_handoff(runtime, sandbox_id):
+                await pools.hand_off(
+                    runtime, sandbox_id, await self._sandbox_spec(record, sandbox_id)
+                )
+                self._sandbox_started[record.id] = time.monotonic()
         except SandboxError as exc:
             return await self._fail(record, exc.reason, exc.message)
         if state.state is SandboxState.EXITED:
@@ -200,6 +243,8 @@ class AgentReconciler:
             since_s = time.monotonic() - at if at else (utcnow() - started).total_seconds()
             return min(probe.period_s, max(0.01, since_s / 4))
         self._sandbox_started.pop(record.id, None)
+        if self._pools:
+            self._pools.observe_ready(record.id)
         if self.config.require_published and await self._store.unpublished(record.id):
             # The relay is moments behind; Ready waits for it (architecture/state-machines.md §3).
             return 0.05

@@ -176,6 +176,10 @@ class ContainerdRuntime:
             raise SandboxError("InvalidSpec", f"invalid sandbox id {sandbox_id!r}")
         return self.state_dir / sandbox_id
 
+    def agent_folder(self, sandbox_id: str) -> Path:
+        """The host folder the sandbox sees at `/agentos` (runtimes/capabilities.py)."""
+        return self.sandbox_dir(sandbox_id) / "agentos"
+
     async def import_archive(self, path: Path) -> str:
         """Import the OCI archive at `path` (see `images.py`); returns the image name.
         Idempotent and cheap once done (one images.Get). Raises SandboxError (InvalidImage,
