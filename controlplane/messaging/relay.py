@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import socket
 import time
@@ -85,8 +84,9 @@ def backoff_delay_s(attempt: int, base_s: float, max_s: float, rng: random.Rando
 
 
 def encode(row: OutboxRow) -> bytes:
-    """The event as it travels on NATS: the envelope as compact JSON."""
-    return json.dumps(row.envelope.to_dict(), separators=(",", ":")).encode()
+    """The event as it travels on NATS: the envelope as compact JSON, encoded by the writer
+    (controlplane/data/outbox/wire.py)."""
+    return row.data
 
 
 class Relay:
@@ -111,6 +111,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._last_status = 0.0
+        self._tracer = tracing.tracer()
+        self._span_name = f"publish {EVENTS_STREAM}"
         self.stats = {"published": 0, "duplicates": 0, "failed": 0, "dead_lettered": 0}
 
     async def setup(self) -> None:
@@ -121,10 +123,12 @@ class Relay:
         """One claim → publish → record cycle. Returns how many events it handled."""
         if not self._nc.is_connected:
             return 0  # an outage is not a failed attempt: wait for the reconnect
-        keys = await self.store.claim(self.owner, self.config.lease_s, self.config.batch_size)
+        config = self.config
+        keys, rows = await self.store.claim_pending(
+            self.owner, config.lease_s, config.batch_size, config.per_aggregate
+        )
         if not keys:
             return 0
-        rows = await self.store.pending(keys, self.config.per_aggregate)
         published, failed, dead = await self._publish_all(rows)
         await self.store.finish(self.owner, keys, published, failed, dead)
         self.stats["published"] += len(published)
@@ -139,7 +143,7 @@ class Relay:
     ) -> tuple[list[Published], list[Failed], list[DeadLetter]]:
         chains: dict[AggregateKey, list[OutboxRow]] = defaultdict(list)
         for row in rows:
-            chains[(row.envelope.aggregate_type, row.envelope.aggregate_id)].append(row)
+            chains[(row.aggregate_type, row.aggregate_id)].append(row)
         published: list[Published] = []
         failed: list[Failed] = []
         dead: list[DeadLetter] = []
@@ -163,41 +167,45 @@ class Relay:
                     failed.append(Failed(row.id, outcome, utcnow() + timedelta(seconds=delay)))
                 return  # the rest of this aggregate waits: order per aggregate
 
+        # One chain per aggregate, all at once: an aggregate's next event is sent when its
+        # previous one is acked; the connection carries every chain's publishes pipelined.
         await asyncio.gather(*(chain(events) for events in chains.values()))
+        metrics.PUBLISH_ATTEMPTS.inc(len(published) + len(failed) + len(dead))
+        metrics.PUBLISHED.inc(len(published))
         return published, failed, dead
 
     async def _publish_one(self, row: OutboxRow) -> Published | str:
         # The publish span continues the trace stored with the row (the request or reconcile
         # that wrote the event); the message carries the publish span's own traceparent.
-        with tracing.tracer().start_as_current_span(
-            f"publish {EVENTS_STREAM}",
+        subject = event_subject(row)
+        with self._tracer.start_as_current_span(
+            self._span_name,
             context=tracing.context_from_traceparent(row.traceparent),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
                 "messaging.operation.type": "send",
-                "messaging.destination.name": event_subject(row.envelope),
-                "messaging.message.id": row.envelope.event_id,
+                "messaging.destination.name": subject,
+                "messaging.message.id": row.event_id,
             },
         ) as span:
-            outcome = await self._publish_traced(row)
+            outcome = await self._publish_traced(row, subject)
             if not isinstance(outcome, Published):
                 span.set_status(StatusCode.ERROR, outcome)
             return outcome
 
-    async def _publish_traced(self, row: OutboxRow) -> Published | str:
-        headers = tracing.inject({"Agentos-Event-Type": row.envelope.event_type})
-        metrics.PUBLISH_ATTEMPTS.inc()
+    async def _publish_traced(self, row: OutboxRow, subject: str) -> Published | str:
+        headers = tracing.inject({"Agentos-Event-Type": row.event_type})
         started = time.perf_counter()
         try:
             result = await publish(
                 self._js,
-                event_subject(row.envelope),
-                encode(row),
+                subject,
+                row.data,
                 msg_id=row.msg_id,
                 headers=headers,
                 timeout_s=self.config.publish_timeout_s,
-                stream=event_stream(row.envelope),
+                stream=event_stream(row),
             )
         except TimeoutError:
             metrics.PUBLISH_FAILURES.labels("timeout").inc()
@@ -206,18 +214,17 @@ class Relay:
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
             return f"{type(exc).__name__}: {exc}"
         metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
-        metrics.PUBLISHED.inc()
         if result.duplicate:
             self.stats["duplicates"] += 1
             metrics.PUBLISH_DUPLICATES.inc()
-            log.info("duplicate", event_id=row.envelope.event_id, stream_seq=result.stream_sequence)
+            log.info("duplicate", event_id=row.event_id, stream_seq=result.stream_sequence)
         else:
-            metrics.COMMIT_TO_PUBLISH.observe((utcnow() - row.envelope.occurred_at).total_seconds())
+            metrics.COMMIT_TO_PUBLISH.observe((utcnow() - row.occurred_at).total_seconds())
         return Published(row.id, result.stream_sequence)
 
     async def _publish_dead_letter(self, dead: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels("relay").inc()
-        log.warning("dead-lettered", event_id=dead.row.envelope.event_id, reason=dead.reason)
+        log.warning("dead-lettered", event_id=dead.row.event_id, reason=dead.reason)
         await publish_dead_letter(
             self._js,
             dead.row.envelope,
