@@ -73,6 +73,7 @@ class RelayConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 60.0
     status_interval_s: float = 5.0
+    cycles_in_flight: int = 2  # claim → publish → finish cycles at once (PostgreSQL)
 
 
 def backoff_delay_s(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -275,27 +276,33 @@ class Relay:
         if is_postgres(self._database_url):
             listener = asyncio.create_task(self._listen(stop))
         log.info("relay started", owner=self.owner)
+        # PostgreSQL: cycles overlap, so one cycle's database round trips run while another
+        # publishes. Each leases its own aggregates (SKIP LOCKED), as two relays would.
+        overlapping = self.config.cycles_in_flight if listener else 1
         try:
-            while not stop.is_set():
-                # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
-                # runs must wake the next wait, not be lost until the poll interval.
-                self._wake.clear()
-                try:
-                    handled = await self.run_once()
-                    await self.refresh_status_metrics()
-                except Exception as exc:  # the database went away: log, back off, carry on
-                    log.warning("relay cycle failed", error=f"{type(exc).__name__}: {exc}")
-                    handled = 0
-                    await _wait(stop, self.config.poll_interval_s)
-                if handled:
-                    continue  # more may be waiting
-                await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
+            await asyncio.gather(*(self._cycles(stop) for _ in range(overlapping)))
         finally:
             if listener:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             log.info("relay stopped", owner=self.owner)
+
+    async def _cycles(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
+            # runs must wake the next wait, not be lost until the poll interval.
+            self._wake.clear()
+            try:
+                handled = await self.run_once()
+                await self.refresh_status_metrics()
+            except Exception as exc:  # the database went away: log, back off, carry on
+                log.warning("relay cycle failed", error=f"{type(exc).__name__}: {exc}")
+                handled = 0
+                await _wait(stop, self.config.poll_interval_s)
+            if handled:
+                continue  # more may be waiting
+            await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
 
 
 async def _first(*aws: Any, timeout_s: float | None = None) -> None:
