@@ -608,7 +608,12 @@ async def phases(args: argparse.Namespace, url: str, nats_url: str) -> dict[str,
     """Pre-fill, raw publish, (sweep,) drain, steady latency; the result line."""
     dsn = asyncpg_dsn(url)
     engine = create_engine(url)
-    base = replace(RelayConfig(), batch_size=args.batch_size, per_aggregate=args.per_aggregate)
+    base = replace(
+        RelayConfig(),
+        batch_size=args.batch_size,
+        per_aggregate=args.per_aggregate,
+        cycles_in_flight=args.cycles_in_flight,
+    )
     try:
         started = time.perf_counter()
         await prefill(engine, args.events, args.aggregates)
@@ -695,6 +700,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--writer-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=RelayConfig.batch_size)
     p.add_argument("--per-aggregate", type=int, default=RelayConfig.per_aggregate)
+    p.add_argument("--cycles-in-flight", type=int, default=RelayConfig.cycles_in_flight)
     p.add_argument("--sweep", default="", help="extra drains first, e.g. 256x32,512x16")
     p.add_argument("--nats-url", default=None, help="use this server (default: a private one)")
     p.add_argument(

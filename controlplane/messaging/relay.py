@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -52,7 +53,6 @@ from controlplane.messaging.streams import (
     ensure_streams,
     event_stream,
     event_subject,
-    publish,
     publish_dead_letter,
 )
 from controlplane.observability import tracing
@@ -149,9 +149,11 @@ class Relay:
         failed: list[Failed] = []
         dead: list[DeadLetter] = []
 
-        async def chain(events: list[OutboxRow]) -> None:
+        async def chain(
+            events: list[OutboxRow], deadlines: dict[asyncio.Future[Any], float], traced: bool
+        ) -> None:
             for row in events:
-                outcome = await self._publish_one(row)
+                outcome = await self._publish_one(row, deadlines, traced)
                 if isinstance(outcome, Published):
                     published.append(outcome)
                     continue
@@ -170,15 +172,41 @@ class Relay:
 
         # One chain per aggregate, all at once: an aggregate's next event is sent when its
         # previous one is acked; the connection carries every chain's publishes pipelined.
-        await asyncio.gather(*(chain(events) for events in chains.values()))
+        # One watchdog bounds every wait for an ack (a timer per publish costs more).
+        deadlines: dict[asyncio.Future[Any], float] = {}
+        watchdog = asyncio.create_task(self._expire(deadlines))
+        traced = _tracing_on()
+        try:
+            await asyncio.gather(*(chain(events, deadlines, traced) for events in chains.values()))
+        finally:
+            watchdog.cancel()
         metrics.PUBLISH_ATTEMPTS.inc(len(published) + len(failed) + len(dead))
         metrics.PUBLISHED.inc(len(published))
         return published, failed, dead
 
-    async def _publish_one(self, row: OutboxRow) -> Published | str:
+    async def _expire(self, deadlines: dict[asyncio.Future[Any], float]) -> None:
+        """Fail with TimeoutError every ack not in by its deadline (checked ~10 times per
+        publish_timeout_s, so an ack may be waited for up to 10% longer)."""
+        loop = asyncio.get_running_loop()
+        period_s = min(0.1, self.config.publish_timeout_s / 10)
+        while True:
+            await asyncio.sleep(period_s)
+            now = loop.time()
+            for future, deadline in list(deadlines.items()):
+                if deadline <= now and not future.done():
+                    future.set_exception(TimeoutError())
+
+    async def _publish_one(
+        self, row: OutboxRow, deadlines: dict[asyncio.Future[Any], float], traced: bool
+    ) -> Published | str:
+        subject = event_subject(row)
+        if not traced:
+            # No SDK installed: a span would be the stored context's non-recording span, and
+            # the message would carry the stored traceparent; carry it without the span.
+            headers = {"traceparent": row.traceparent} if row.traceparent else {}
+            return await self._publish_traced(row, subject, headers, deadlines)
         # The publish span continues the trace stored with the row (the request or reconcile
         # that wrote the event); the message carries the publish span's own traceparent.
-        subject = event_subject(row)
         with self._tracer.start_as_current_span(
             self._span_name,
             context=tracing.context_from_traceparent(row.traceparent),
@@ -190,38 +218,45 @@ class Relay:
                 "messaging.message.id": row.event_id,
             },
         ) as span:
-            outcome = await self._publish_traced(row, subject)
+            outcome = await self._publish_traced(row, subject, tracing.inject({}), deadlines)
             if not isinstance(outcome, Published):
                 span.set_status(StatusCode.ERROR, outcome)
             return outcome
 
-    async def _publish_traced(self, row: OutboxRow, subject: str) -> Published | str:
-        headers = tracing.inject({"Agentos-Event-Type": row.event_type})
+    async def _publish_traced(
+        self,
+        row: OutboxRow,
+        subject: str,
+        headers: dict[str, str],
+        deadlines: dict[asyncio.Future[Any], float],
+    ) -> Published | str:
+        headers["Nats-Msg-Id"] = row.msg_id
+        headers["Agentos-Event-Type"] = row.event_type
         started = time.perf_counter()
+        future: asyncio.Future[Any] | None = None
         try:
-            result = await publish(
-                self._js,
-                subject,
-                row.data,
-                msg_id=row.msg_id,
-                headers=headers,
-                timeout_s=self.config.publish_timeout_s,
-                stream=event_stream(row),
+            future = await self._js.publish_async(
+                subject, row.data, headers=headers, stream=event_stream(row)
             )
+            deadlines[future] = asyncio.get_running_loop().time() + self.config.publish_timeout_s
+            ack = await future
         except TimeoutError:
             metrics.PUBLISH_FAILURES.labels("timeout").inc()
             return f"no ack within {self.config.publish_timeout_s}s"
         except Exception as exc:  # any broker answer that is not an ack is a failed attempt
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
             return f"{type(exc).__name__}: {exc}"
+        finally:
+            if future is not None:
+                deadlines.pop(future, None)
         metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
-        if result.duplicate:
+        if ack.duplicate:
             self.stats["duplicates"] += 1
             metrics.PUBLISH_DUPLICATES.inc()
-            log.info("duplicate", event_id=row.event_id, stream_seq=result.stream_sequence)
+            log.info("duplicate", event_id=row.event_id, stream_seq=ack.seq)
         else:
             metrics.COMMIT_TO_PUBLISH.observe((utcnow() - row.occurred_at).total_seconds())
-        return Published(row.id, result.stream_sequence)
+        return Published(row.id, ack.seq)
 
     async def _publish_dead_letter(self, dead: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels("relay").inc()
@@ -303,6 +338,12 @@ class Relay:
             if handled:
                 continue  # more may be waiting
             await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
+
+
+def _tracing_on() -> bool:
+    """Whether spans are recorded: an SDK TracerProvider is installed (configure_tracing)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 async def _first(*aws: Any, timeout_s: float | None = None) -> None:

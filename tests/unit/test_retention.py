@@ -231,3 +231,19 @@ async def test_expired_idempotency_keys_are_purged(engine: AsyncEngine) -> None:
 
 async def test_a_retention_of_zero_keeps_rows_for_ever(engine: AsyncEngine) -> None:
     await case_keep_for_ever(engine)
+
+
+async def test_a_watch_from_before_the_purge_is_told_its_version_expired(
+    engine: AsyncEngine,
+) -> None:
+    from controlplane.data.outbox.change_feed import OutboxFeed
+    from controlplane.domain.errors import ResourceVersionExpired
+
+    old = await add_outbox(engine, OutboxState.PUBLISHED, 8 * DAY, count=3)
+    [kept] = await add_outbox(engine, OutboxState.PUBLISHED, 1 * DAY)
+    await Retention(engine, POLICY).purge()
+    feed = OutboxFeed(engine)
+    with pytest.raises(ResourceVersionExpired):
+        await feed.read(old[0], kept, tenant=None, aggregate_type="tenant")
+    [event] = await feed.read(old[-1], kept, tenant=None, aggregate_type="tenant")
+    assert event.id == kept
