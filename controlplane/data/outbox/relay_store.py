@@ -244,7 +244,6 @@ _RELAY_COLUMNS = (
     outbox.c.replay_count,
     outbox.c.next_attempt_at,
     outbox.c.traceparent,
-    outbox.c.state,
     outbox.c.encoded_envelope,
     case((outbox.c.encoded_envelope.is_(None), outbox.c.payload)).label("payload"),
 )
@@ -321,18 +320,41 @@ def _pending_query(keys: Any, per_aggregate: int) -> Any:
 
 
 def _due_rows(rows: Sequence[Any], now: datetime) -> list[OutboxRow]:
-    """`rows` in order, stopping in each aggregate at its first event still in backoff
-    (order per aggregate is kept)."""
+    """`rows` (of `_pending_query`) in order, stopping in each aggregate at its first event
+    still in backoff (order per aggregate is kept)."""
     result: list[OutboxRow] = []
     blocked: set[AggregateKey] = set()
     for r in rows:
-        key = (r.aggregate_type, r.aggregate_id)
+        # By position: the hot loop of a cycle (a Row's attributes are looked up by name).
+        (id_, event_id, event_type, _, tenant, agg_type, agg_id, agent_id, _, _) = r[:10]
+        (occurred_at, attempts, replays, next_attempt_at, traceparent, data) = r[10:16]
+        key = (agg_type, agg_id)
         if key in blocked:
             continue
-        if as_utc(r.next_attempt_at) > now:
+        next_attempt_at = as_utc(next_attempt_at)
+        if next_attempt_at > now:
             blocked.add(key)
             continue
-        result.append(outbox_row(r))
+        if data is None:
+            result.append(outbox_row(r))
+            continue
+        result.append(
+            OutboxRow(
+                id_,
+                event_id,
+                event_type,
+                tenant,
+                agg_type,
+                agg_id,
+                agent_id,
+                as_utc(occurred_at),
+                attempts,
+                replays,
+                next_attempt_at,
+                traceparent,
+                data,
+            )
+        )
     return result
 
 
