@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controlplane.bootstrap import schema_registry
 from controlplane.data.retention import Retention, RetentionPolicy
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.events.envelope import OutboxState
+from controlplane.domain.events.envelope import EventEnvelope, OutboxState
 from tests.integration.outbox_helpers import quota_event
 from tests.unit.test_retention import (
     DAY,
@@ -70,7 +70,7 @@ async def test_writers_commit_while_a_purge_runs(pg_engine: AsyncEngine) -> None
     policy = RetentionPolicy(outbox_s=7 * 86400, run_steps_s=0, idempotency=False, batch_size=20)
     purge = asyncio.create_task(Retention(pg_engine, policy).purge())
     overlapped = 0
-    written = []
+    written: list[EventEnvelope] = []
     # Writers go on committing, each in a transaction of its own, into the table being
     # purged; the purge's batches never hold them up for long.
     while not purge.done() and len(written) < 200:

@@ -9,10 +9,11 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data import migrate
 from controlplane.data.engine import create_engine
@@ -49,7 +50,7 @@ async def add_outbox(
     ago; returns their ids."""
     at = utcnow() - age
     async with engine.begin() as conn:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "event_id": str(uuid.uuid4()),
                 "event_type": "tenant.quota_changed",
@@ -75,9 +76,9 @@ async def add_outbox(
         return sorted(ids)
 
 
-async def _next_sequence(conn: object) -> int:
-    result = await conn.execute(select(func.coalesce(func.max(outbox.c.sequence), 0)))  # type: ignore[attr-defined]
-    return int(result.scalar()) + 1
+async def _next_sequence(conn: AsyncConnection) -> int:
+    result = await conn.execute(select(func.coalesce(func.max(outbox.c.sequence), 0)))
+    return int(result.scalar_one()) + 1
 
 
 async def add_run(engine: AsyncEngine, phase: str, age: timedelta, steps: int = 3) -> str:
