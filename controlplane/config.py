@@ -174,6 +174,22 @@ class Settings(BaseSettings):
     relay_backoff_base_s: float = Field(default=0.5, gt=0)
     relay_backoff_max_s: float = Field(default=60.0, gt=0)
     relay_metrics_port: int | None = None
+    # Retention (architecture/data-layer.md), run by every relay process; 0 keeps for ever.
+    retention_outbox_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="How long a published outbox row is kept (replays reach back this far); "
+        "as long as AGENTOS_EVENTS keeps its messages by default.",
+    )
+    retention_run_steps_s: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="How long the step journal and checkpoint of an ended run are kept.",
+    )
+    retention_interval_s: float = Field(default=300.0, gt=0, description="Between purges.")
+    retention_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Rows per purge transaction."
+    )
 
     # API (architecture/api-compatibility.md): authentication, rate limits, idempotency keys, watch.
     auth_cache_ttl_s: float = Field(

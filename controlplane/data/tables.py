@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -132,6 +133,9 @@ outbox = Table(
     Column("stream_sequence", BigInteger, nullable=True),
     Column("published_at", Time, nullable=True),
     Column("acknowledged_at", Time, nullable=True),
+    # The envelope as published (controlplane/data/outbox/wire.py), encoded once by the
+    # writer; NULL in rows written before migration 0010 (the relay encodes those itself).
+    Column("encoded_envelope", LargeBinary, nullable=True),
     UniqueConstraint("aggregate_type", "aggregate_id", "sequence"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "occurred_at"),
@@ -144,6 +148,16 @@ Index(
     outbox.c.id,
     postgresql_where=outbox.c.state == "OutboxWritten",
     sqlite_where=outbox.c.state == "OutboxWritten",
+)
+
+# What retention purged from the outbox (controlplane/data/retention.py): the highest id
+# deleted, so that a watch resuming from an older resourceVersion can answer 410 Gone.
+retention_marks = Table(
+    "retention_marks",
+    metadata,
+    Column("table_name", String(63), primary_key=True),
+    Column("purged_through_id", BigInteger, nullable=False),
+    Column("purged_at", Time, nullable=False),
 )
 
 dead_letters = Table(

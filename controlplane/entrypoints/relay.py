@@ -6,6 +6,7 @@ import asyncio
 
 from controlplane.bootstrap import Container, stop_on_signals
 from controlplane.config import Settings
+from controlplane.data.retention import Retention, RetentionPolicy
 from controlplane.messaging.relay import Relay
 from controlplane.messaging.streams import connect
 from controlplane.messaging.webhooks import Notifier, parse_resolve
@@ -14,8 +15,9 @@ from controlplane.observability.tracing import configure_tracing
 
 
 async def run_relay(container: Container, stop: asyncio.Event) -> None:
-    """Relay committed outbox events to JetStream (`container.settings.nats_url`), and send
-    run notifications, until `stop` is set; the NATS connection is drained on the way out."""
+    """Relay committed outbox events to JetStream (`container.settings.nats_url`), send run
+    notifications, and purge what is past its retention (architecture/data-layer.md), until
+    `stop` is set; the NATS connection is drained on the way out."""
     settings = container.settings
     assert settings.nats_url, "run_relay needs AGENTOS_NATS_URL"
     nc = await connect(settings.nats_url, name="agentos-relay")
@@ -27,13 +29,27 @@ async def run_relay(container: Container, stop: asyncio.Event) -> None:
         timeout_s=settings.notify_timeout_s,
     )
     notifying = asyncio.create_task(notifier.run(stop))
+    retention = Retention(container.engine, retention_policy(settings))
+    purging = asyncio.create_task(retention.run(stop, settings.retention_interval_s))
     try:
         relay = Relay(container.engine, settings.database_url, nc, container.relay_config())
         await relay.run(stop)
     finally:
         notifying.cancel()
-        await asyncio.gather(notifying, return_exceptions=True)
+        purging.cancel()
+        await asyncio.gather(notifying, purging, return_exceptions=True)
         await nc.drain()
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """The retention the settings ask for (AGENTOS_RETENTION_*, AGENTOS_IDEMPOTENCY_RETENTION_S
+    for idempotency keys, which expire by it)."""
+    return RetentionPolicy(
+        outbox_s=settings.retention_outbox_s,
+        run_steps_s=settings.retention_run_steps_s,
+        idempotency=True,
+        batch_size=settings.retention_batch_size,
+    )
 
 
 def main(settings: Settings) -> None:

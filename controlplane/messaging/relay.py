@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import socket
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,7 +53,6 @@ from controlplane.messaging.streams import (
     ensure_streams,
     event_stream,
     event_subject,
-    publish,
     publish_dead_letter,
 )
 from controlplane.observability import tracing
@@ -74,6 +73,7 @@ class RelayConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 60.0
     status_interval_s: float = 5.0
+    cycles_in_flight: int = 2  # claim → publish → finish cycles at once (PostgreSQL)
 
 
 def backoff_delay_s(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -85,8 +85,9 @@ def backoff_delay_s(attempt: int, base_s: float, max_s: float, rng: random.Rando
 
 
 def encode(row: OutboxRow) -> bytes:
-    """The event as it travels on NATS: the envelope as compact JSON."""
-    return json.dumps(row.envelope.to_dict(), separators=(",", ":")).encode()
+    """The event as it travels on NATS: the envelope as compact JSON, encoded by the writer
+    (controlplane/data/outbox/wire.py)."""
+    return row.data
 
 
 class Relay:
@@ -111,6 +112,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._last_status = 0.0
+        self._tracer = tracing.tracer()
+        self._span_name = f"publish {EVENTS_STREAM}"
         self.stats = {"published": 0, "duplicates": 0, "failed": 0, "dead_lettered": 0}
 
     async def setup(self) -> None:
@@ -121,10 +124,12 @@ class Relay:
         """One claim → publish → record cycle. Returns how many events it handled."""
         if not self._nc.is_connected:
             return 0  # an outage is not a failed attempt: wait for the reconnect
-        keys = await self.store.claim(self.owner, self.config.lease_s, self.config.batch_size)
+        config = self.config
+        keys, rows = await self.store.claim_pending(
+            self.owner, config.lease_s, config.batch_size, config.per_aggregate
+        )
         if not keys:
             return 0
-        rows = await self.store.pending(keys, self.config.per_aggregate)
         published, failed, dead = await self._publish_all(rows)
         await self.store.finish(self.owner, keys, published, failed, dead)
         self.stats["published"] += len(published)
@@ -139,14 +144,16 @@ class Relay:
     ) -> tuple[list[Published], list[Failed], list[DeadLetter]]:
         chains: dict[AggregateKey, list[OutboxRow]] = defaultdict(list)
         for row in rows:
-            chains[(row.envelope.aggregate_type, row.envelope.aggregate_id)].append(row)
+            chains[(row.aggregate_type, row.aggregate_id)].append(row)
         published: list[Published] = []
         failed: list[Failed] = []
         dead: list[DeadLetter] = []
 
-        async def chain(events: list[OutboxRow]) -> None:
+        async def chain(
+            events: list[OutboxRow], deadlines: dict[asyncio.Future[Any], float], traced: bool
+        ) -> None:
             for row in events:
-                outcome = await self._publish_one(row)
+                outcome = await self._publish_one(row, deadlines, traced)
                 if isinstance(outcome, Published):
                     published.append(outcome)
                     continue
@@ -163,61 +170,97 @@ class Relay:
                     failed.append(Failed(row.id, outcome, utcnow() + timedelta(seconds=delay)))
                 return  # the rest of this aggregate waits: order per aggregate
 
-        await asyncio.gather(*(chain(events) for events in chains.values()))
+        # One chain per aggregate, all at once: an aggregate's next event is sent when its
+        # previous one is acked; the connection carries every chain's publishes pipelined.
+        # One watchdog bounds every wait for an ack (a timer per publish costs more).
+        deadlines: dict[asyncio.Future[Any], float] = {}
+        watchdog = asyncio.create_task(self._expire(deadlines))
+        traced = _tracing_on()
+        try:
+            await asyncio.gather(*(chain(events, deadlines, traced) for events in chains.values()))
+        finally:
+            watchdog.cancel()
+        metrics.PUBLISH_ATTEMPTS.inc(len(published) + len(failed) + len(dead))
+        metrics.PUBLISHED.inc(len(published))
         return published, failed, dead
 
-    async def _publish_one(self, row: OutboxRow) -> Published | str:
+    async def _expire(self, deadlines: dict[asyncio.Future[Any], float]) -> None:
+        """Fail with TimeoutError every ack not in by its deadline (checked ~10 times per
+        publish_timeout_s, so an ack may be waited for up to 10% longer)."""
+        loop = asyncio.get_running_loop()
+        period_s = min(0.1, self.config.publish_timeout_s / 10)
+        while True:
+            await asyncio.sleep(period_s)
+            now = loop.time()
+            for future, deadline in list(deadlines.items()):
+                if deadline <= now and not future.done():
+                    future.set_exception(TimeoutError())
+
+    async def _publish_one(
+        self, row: OutboxRow, deadlines: dict[asyncio.Future[Any], float], traced: bool
+    ) -> Published | str:
+        subject = event_subject(row)
+        if not traced:
+            # No SDK installed: a span would be the stored context's non-recording span, and
+            # the message would carry the stored traceparent; carry it without the span.
+            headers = {"traceparent": row.traceparent} if row.traceparent else {}
+            return await self._publish_traced(row, subject, headers, deadlines)
         # The publish span continues the trace stored with the row (the request or reconcile
         # that wrote the event); the message carries the publish span's own traceparent.
-        with tracing.tracer().start_as_current_span(
-            f"publish {EVENTS_STREAM}",
+        with self._tracer.start_as_current_span(
+            self._span_name,
             context=tracing.context_from_traceparent(row.traceparent),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
                 "messaging.operation.type": "send",
-                "messaging.destination.name": event_subject(row.envelope),
-                "messaging.message.id": row.envelope.event_id,
+                "messaging.destination.name": subject,
+                "messaging.message.id": row.event_id,
             },
         ) as span:
-            outcome = await self._publish_traced(row)
+            outcome = await self._publish_traced(row, subject, tracing.inject({}), deadlines)
             if not isinstance(outcome, Published):
                 span.set_status(StatusCode.ERROR, outcome)
             return outcome
 
-    async def _publish_traced(self, row: OutboxRow) -> Published | str:
-        headers = tracing.inject({"Agentos-Event-Type": row.envelope.event_type})
-        metrics.PUBLISH_ATTEMPTS.inc()
+    async def _publish_traced(
+        self,
+        row: OutboxRow,
+        subject: str,
+        headers: dict[str, str],
+        deadlines: dict[asyncio.Future[Any], float],
+    ) -> Published | str:
+        headers["Nats-Msg-Id"] = row.msg_id
+        headers["Agentos-Event-Type"] = row.event_type
         started = time.perf_counter()
+        future: asyncio.Future[Any] | None = None
         try:
-            result = await publish(
-                self._js,
-                event_subject(row.envelope),
-                encode(row),
-                msg_id=row.msg_id,
-                headers=headers,
-                timeout_s=self.config.publish_timeout_s,
-                stream=event_stream(row.envelope),
+            future = await self._js.publish_async(
+                subject, row.data, headers=headers, stream=event_stream(row)
             )
+            deadlines[future] = asyncio.get_running_loop().time() + self.config.publish_timeout_s
+            ack = await future
         except TimeoutError:
             metrics.PUBLISH_FAILURES.labels("timeout").inc()
             return f"no ack within {self.config.publish_timeout_s}s"
         except Exception as exc:  # any broker answer that is not an ack is a failed attempt
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
             return f"{type(exc).__name__}: {exc}"
+        finally:
+            if future is not None:
+                deadlines.pop(future, None)
         metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
-        metrics.PUBLISHED.inc()
-        if result.duplicate:
+        if ack.duplicate:
             self.stats["duplicates"] += 1
             metrics.PUBLISH_DUPLICATES.inc()
-            log.info("duplicate", event_id=row.envelope.event_id, stream_seq=result.stream_sequence)
+            log.info("duplicate", event_id=row.event_id, stream_seq=ack.seq)
         else:
-            metrics.COMMIT_TO_PUBLISH.observe((utcnow() - row.envelope.occurred_at).total_seconds())
-        return Published(row.id, result.stream_sequence)
+            metrics.COMMIT_TO_PUBLISH.observe((utcnow() - row.occurred_at).total_seconds())
+        return Published(row.id, ack.seq)
 
     async def _publish_dead_letter(self, dead: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels("relay").inc()
-        log.warning("dead-lettered", event_id=dead.row.envelope.event_id, reason=dead.reason)
+        log.warning("dead-lettered", event_id=dead.row.event_id, reason=dead.reason)
         await publish_dead_letter(
             self._js,
             dead.row.envelope,
@@ -268,27 +311,39 @@ class Relay:
         if is_postgres(self._database_url):
             listener = asyncio.create_task(self._listen(stop))
         log.info("relay started", owner=self.owner)
+        # PostgreSQL: cycles overlap, so one cycle's database round trips run while another
+        # publishes. Each leases its own aggregates (SKIP LOCKED), as two relays would.
+        overlapping = self.config.cycles_in_flight if listener else 1
         try:
-            while not stop.is_set():
-                # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
-                # runs must wake the next wait, not be lost until the poll interval.
-                self._wake.clear()
-                try:
-                    handled = await self.run_once()
-                    await self.refresh_status_metrics()
-                except Exception as exc:  # the database went away: log, back off, carry on
-                    log.warning("relay cycle failed", error=f"{type(exc).__name__}: {exc}")
-                    handled = 0
-                    await _wait(stop, self.config.poll_interval_s)
-                if handled:
-                    continue  # more may be waiting
-                await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
+            await asyncio.gather(*(self._cycles(stop) for _ in range(overlapping)))
         finally:
             if listener:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             log.info("relay stopped", owner=self.owner)
+
+    async def _cycles(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
+            # runs must wake the next wait, not be lost until the poll interval.
+            self._wake.clear()
+            try:
+                handled = await self.run_once()
+                await self.refresh_status_metrics()
+            except Exception as exc:  # the database went away: log, back off, carry on
+                log.warning("relay cycle failed", error=f"{type(exc).__name__}: {exc}")
+                handled = 0
+                await _wait(stop, self.config.poll_interval_s)
+            if handled:
+                continue  # more may be waiting
+            await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
+
+
+def _tracing_on() -> bool:
+    """Whether spans are recorded: an SDK TracerProvider is installed (configure_tracing)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 async def _first(*aws: Any, timeout_s: float | None = None) -> None:

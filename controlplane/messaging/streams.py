@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
+from typing import Protocol
 
 import nats
 from nats.aio.client import Client as NATS
@@ -32,12 +33,25 @@ RUN_DISPATCH = "run.dispatch"
 DUPLICATE_WINDOW_S = 120.0
 
 
+class Routable(Protocol):
+    """What routes an event: an EventEnvelope, or an outbox row as the relay reads it."""
+
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def aggregate_type(self) -> str: ...
+    @property
+    def agent_id(self) -> str | None: ...
+
+
 def run_subject(tenant: str, agent_id: str) -> str:
     """`agentos.runs.<tenant>.<agent uid>`: the queue of one agent's runs."""
     return f"{RUNS_SUBJECT_PREFIX}.{tenant}.{agent_id}"
 
 
-def event_subject(envelope: EventEnvelope, prefix: str = EVENTS_SUBJECT_PREFIX) -> str:
+def event_subject(envelope: Routable, prefix: str = EVENTS_SUBJECT_PREFIX) -> str:
     """Where the relay publishes `envelope`: a run's dispatch message on its agent's queue
     (`run_subject`), every other event on `<prefix>.<tenant>.<aggregate_type>.<event_type>`."""
     if envelope.event_type == RUN_DISPATCH and prefix == EVENTS_SUBJECT_PREFIX:
@@ -46,7 +60,7 @@ def event_subject(envelope: EventEnvelope, prefix: str = EVENTS_SUBJECT_PREFIX) 
     return f"{prefix}.{envelope.tenant_id}.{envelope.aggregate_type}.{envelope.event_type}"
 
 
-def event_stream(envelope: EventEnvelope) -> str:
+def event_stream(envelope: Routable) -> str:
     """The stream `event_subject(envelope)` belongs to."""
     return RUNS_STREAM if envelope.event_type == RUN_DISPATCH else EVENTS_STREAM
 

@@ -17,6 +17,7 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 # Every module that defines metrics (imported before the registry is read).
 METRIC_MODULES = (
     "controlplane.api.request_metrics",
+    "controlplane.data.retention",
     "controlplane.messaging.metrics",
     "controlplane.observability.egress_metrics",
     "controlplane.observability.metrics",

@@ -19,8 +19,9 @@ cannot starve the reader, and the wait is as long as the longest of those writer
 SQLite serialises writers (one write transaction at a time, ids drawn under the write lock),
 so ids commit in order and the horizon is simply the highest id.
 
-Rows are never deleted from the outbox today; when retention is added, a cursor older than
-the oldest kept row must answer RESOURCE_VERSION_EXPIRED (410), as Kubernetes does.
+Retention (controlplane/data/retention.py) deletes published rows and records the highest id
+it deleted in `retention_marks`; a read from a cursor below that mark may have lost events, so
+it raises ResourceVersionExpired (410), as Kubernetes does.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controlplane.data.tables import outbox
+from controlplane.data.tables import outbox, retention_marks
+from controlplane.domain.errors import ResourceVersionExpired
 from controlplane.domain.events.envelope import as_utc
 
 _HOLDERS = text(
@@ -120,7 +122,11 @@ class OutboxFeed:
         limit: int = 1000,
     ) -> list[FeedEvent]:
         """Events of `aggregate_type` in `tenant` (None: every tenant) with `after` < id <=
-        `upto`, in id order, at most `limit` (the caller continues from the last id it got)."""
+        `upto`, in id order, at most `limit` (the caller continues from the last id it got).
+
+        Raises:
+            ResourceVersionExpired: retention deleted rows after `after` (410 Gone).
+        """
         query = (
             select(outbox)
             .where(
@@ -134,6 +140,15 @@ class OutboxFeed:
         if tenant is not None:
             query = query.where(outbox.c.tenant_id == tenant)
         async with self._engine.connect() as conn:
+            mark = select(retention_marks.c.purged_through_id).where(
+                retention_marks.c.table_name == "outbox"
+            )
+            purged_through = (await conn.execute(mark)).scalar() or 0
+            if after < purged_through:
+                raise ResourceVersionExpired(
+                    f"resourceVersion {after} is too old: events up to {purged_through} "
+                    "were deleted by retention; list again"
+                )
             rows = (await conn.execute(query)).all()
         return [
             FeedEvent(

@@ -13,13 +13,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, bindparam, case, exists, func, or_, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controlplane.data.dialect import dialect_insert
+from controlplane.data.outbox.wire import decode_envelope, encode_envelope
 from controlplane.data.tables import aggregate_sequences, dead_letters, outbox
 from controlplane.domain.events.envelope import EventEnvelope, OutboxState, as_utc, utcnow
 
@@ -28,21 +44,34 @@ AggregateKey = tuple[str, str]
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One outbox row as the relay needs it."""
+    """One outbox row as the relay needs it: what routes and records it, and `data`, the
+    envelope's wire form (controlplane/data/outbox/wire.py), published as it is."""
 
     id: int
-    envelope: EventEnvelope
+    event_id: str
+    event_type: str
+    tenant_id: str
+    aggregate_type: str
+    aggregate_id: str
+    agent_id: str | None
+    occurred_at: datetime
     attempts: int
     replay_count: int
     next_attempt_at: datetime
     traceparent: str | None
+    data: bytes
 
     @property
     def msg_id(self) -> str:
         """`Nats-Msg-Id`: the event id; a replay adds `.rN` so JetStream does not drop it
         as a duplicate, while the envelope keeps its `event_id`."""
-        eid = self.envelope.event_id
+        eid = self.event_id
         return eid if self.replay_count == 0 else f"{eid}.r{self.replay_count}"
+
+    @cached_property
+    def envelope(self) -> EventEnvelope:
+        """The event, decoded from `data` (only dead letters need it whole)."""
+        return decode_envelope(self.data)
 
 
 @dataclass(frozen=True)
@@ -87,14 +116,26 @@ def _envelope(row: Any) -> EventEnvelope:
 
 
 def outbox_row(r: Any) -> OutboxRow:
-    """An `outbox` table row (a SQLAlchemy Row) as an OutboxRow."""
+    """An `outbox` table row (a SQLAlchemy Row with at least `_RELAY_COLUMNS`) as an
+    OutboxRow. A row written before migration 0010 has no `encoded_envelope`: it is encoded
+    from its columns (its `payload` must then be selected)."""
+    data = r.encoded_envelope
+    if data is None:
+        data = encode_envelope(_envelope(r))
     return OutboxRow(
         r.id,
-        _envelope(r),
+        r.event_id,
+        r.event_type,
+        r.tenant_id,
+        r.aggregate_type,
+        r.aggregate_id,
+        r.agent_id,
+        as_utc(r.occurred_at),
         r.attempts,
         r.replay_count,
         as_utc(r.next_attempt_at),
         r.traceparent,
+        bytes(data),
     )
 
 
@@ -165,7 +206,7 @@ async def write_dead_letter(
         )
     )
     stmt = dialect_insert(conn, dead_letters).values(
-        event_id=row.envelope.event_id,
+        event_id=row.event_id,
         source=source,
         reason=reason[:2000],
         attempts=row.attempts + (1 if source == "relay" else 0),
@@ -185,11 +226,170 @@ async def write_dead_letter(
     )
 
 
+# What the relay reads of a row: never the JSONB payload, except of a row written before
+# migration 0010 (no encoded_envelope), which outbox_row() then encodes.
+_RELAY_COLUMNS = (
+    outbox.c.id,
+    outbox.c.event_id,
+    outbox.c.event_type,
+    outbox.c.schema_version,
+    outbox.c.tenant_id,
+    outbox.c.aggregate_type,
+    outbox.c.aggregate_id,
+    outbox.c.agent_id,
+    outbox.c.trace_id,
+    outbox.c.sequence,
+    outbox.c.occurred_at,
+    outbox.c.attempts,
+    outbox.c.replay_count,
+    outbox.c.next_attempt_at,
+    outbox.c.traceparent,
+    outbox.c.encoded_envelope,
+    case((outbox.c.encoded_envelope.is_(None), outbox.c.payload)).label("payload"),
+)
+
+
+def _claim_query(now: datetime, limit: int) -> Any:
+    """The aggregates to lease: up to `limit` with due events, oldest event first, not
+    leased by a live relay and not locked by a writer (SKIP LOCKED), as a SELECT ... FOR
+    UPDATE of their `aggregate_sequences` rows."""
+    s = aggregate_sequences
+    leased_elsewhere = exists().where(
+        s.c.aggregate_type == outbox.c.aggregate_type,
+        s.c.aggregate_id == outbox.c.aggregate_id,
+        s.c.lease_until > now,
+    )
+    due = (
+        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.id)
+        .where(
+            outbox.c.state == OutboxState.OUTBOX_WRITTEN,
+            outbox.c.next_attempt_at <= now,
+            ~leased_elsewhere,
+        )
+        .order_by(outbox.c.id)
+        .limit(limit * 4)
+        .subquery()
+    )
+    firsts = (
+        select(due.c.aggregate_type, due.c.aggregate_id, func.min(due.c.id).label("first_id"))
+        .group_by(due.c.aggregate_type, due.c.aggregate_id)
+        .subquery()
+    )
+    return (
+        select(s.c.aggregate_type, s.c.aggregate_id)
+        .join(
+            firsts,
+            and_(
+                firsts.c.aggregate_type == s.c.aggregate_type,
+                firsts.c.aggregate_id == s.c.aggregate_id,
+            ),
+        )
+        .where(or_(s.c.lease_until.is_(None), s.c.lease_until <= now))
+        .order_by(firsts.c.first_id)
+        .limit(limit)
+        .with_for_update(of=s, skip_locked=True)
+    )
+
+
+def _pending_query(keys: Any, per_aggregate: int) -> Any:
+    """Unpublished rows of the aggregates `keys` (a list of (type, id), or a selectable
+    of them), at most `per_aggregate` of each, in sequence order per aggregate."""
+    # At most `per_aggregate` rows of each aggregate leave the database: an aggregate with
+    # a backlog of 100,000 events must not be read whole on every cycle.
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=(outbox.c.aggregate_type, outbox.c.aggregate_id),
+            order_by=outbox.c.sequence,
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(*_RELAY_COLUMNS, rank)
+        .where(
+            tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(keys),
+            outbox.c.state == OutboxState.OUTBOX_WRITTEN,
+        )
+        .subquery()
+    )
+    return (
+        select(ranked)
+        .where(ranked.c.rank <= per_aggregate)
+        .order_by(ranked.c.aggregate_type, ranked.c.aggregate_id, ranked.c.sequence)
+    )
+
+
+def _due_rows(rows: Sequence[Any], now: datetime) -> list[OutboxRow]:
+    """`rows` (of `_pending_query`) in order, stopping in each aggregate at its first event
+    still in backoff (order per aggregate is kept)."""
+    result: list[OutboxRow] = []
+    blocked: set[AggregateKey] = set()
+    for r in rows:
+        # By position: the hot loop of a cycle (a Row's attributes are looked up by name).
+        (id_, event_id, event_type, _, tenant, agg_type, agg_id, agent_id, _, _) = r[:10]
+        (occurred_at, attempts, replays, next_attempt_at, traceparent, data) = r[10:16]
+        key = (agg_type, agg_id)
+        if key in blocked:
+            continue
+        next_attempt_at = as_utc(next_attempt_at)
+        if next_attempt_at > now:
+            blocked.add(key)
+            continue
+        if data is None:
+            result.append(outbox_row(r))
+            continue
+        result.append(
+            OutboxRow(
+                id_,
+                event_id,
+                event_type,
+                tenant,
+                agg_type,
+                agg_id,
+                agent_id,
+                as_utc(occurred_at),
+                attempts,
+                replays,
+                next_attempt_at,
+                traceparent,
+                data,
+            )
+        )
+    return result
+
+
+# A batch whose events were all published (PostgreSQL): mark them as `_mark_published` does
+# and release the leases, in one statement (a data-modifying CTE always runs to completion).
+_FINISH_PUBLISHED = text(
+    "WITH batch AS (SELECT * FROM unnest(:ids, :seqs) AS b(id, seq)),"
+    " marked AS (UPDATE outbox SET stream_sequence = batch.seq,"
+    f" state = CASE WHEN outbox.state = '{OutboxState.ACKNOWLEDGED}'"
+    f" THEN '{OutboxState.ACKNOWLEDGED}' ELSE '{OutboxState.PUBLISHED}' END,"
+    " published_at = :now, attempts = outbox.attempts + 1, last_error = NULL"
+    " FROM batch WHERE outbox.id = batch.id"
+    f" AND outbox.state IN ('{OutboxState.OUTBOX_WRITTEN}', '{OutboxState.ACKNOWLEDGED}')"
+    " RETURNING outbox.id)"
+    " UPDATE aggregate_sequences SET lease_owner = NULL, lease_until = NULL"
+    " FROM unnest(:types, :aggregates) AS k(t, i)"
+    " WHERE aggregate_sequences.aggregate_type = k.t AND aggregate_sequences.aggregate_id = k.i"
+    " AND aggregate_sequences.lease_owner = :owner"
+).bindparams(
+    bindparam("ids", type_=ARRAY(BigInteger)),
+    bindparam("seqs", type_=ARRAY(BigInteger)),
+    bindparam("types", type_=ARRAY(String)),
+    bindparam("aggregates", type_=ARRAY(String)),
+    bindparam("owner", type_=String),
+    bindparam("now", type_=DateTime(timezone=True)),
+)
+
+
 class RelayStore:
-    """The relay's access to the outbox: `claim` → `pending` → `finish`, each cycle."""
+    """The relay's access to the outbox, each cycle: `claim_pending` (or `claim` then
+    `pending`) → publish → `finish`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
 
     async def claim(self, owner: str, lease_s: float, limit: int) -> list[AggregateKey]:
         """Lease up to `limit` aggregates that have due events, oldest event first.
@@ -198,42 +398,8 @@ class RelayStore:
         """
         now = utcnow()
         s = aggregate_sequences
-        leased_elsewhere = exists().where(
-            s.c.aggregate_type == outbox.c.aggregate_type,
-            s.c.aggregate_id == outbox.c.aggregate_id,
-            s.c.lease_until > now,
-        )
-        due = (
-            select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.id)
-            .where(
-                outbox.c.state == OutboxState.OUTBOX_WRITTEN,
-                outbox.c.next_attempt_at <= now,
-                ~leased_elsewhere,
-            )
-            .order_by(outbox.c.id)
-            .limit(limit * 4)
-            .subquery()
-        )
-        firsts = (
-            select(due.c.aggregate_type, due.c.aggregate_id, func.min(due.c.id).label("first_id"))
-            .group_by(due.c.aggregate_type, due.c.aggregate_id)
-            .subquery()
-        )
-        pick = (
-            select(s.c.aggregate_type, s.c.aggregate_id)
-            .join(
-                firsts,
-                and_(
-                    firsts.c.aggregate_type == s.c.aggregate_type,
-                    firsts.c.aggregate_id == s.c.aggregate_id,
-                ),
-            )
-            .where(or_(s.c.lease_until.is_(None), s.c.lease_until <= now))
-            .order_by(firsts.c.first_id)
-            .limit(limit)
-            .with_for_update(of=s, skip_locked=True)
-        )
         async with self._engine.begin() as conn:
+            pick = _claim_query(now, limit)
             keys = [(r.aggregate_type, r.aggregate_id) for r in await conn.execute(pick)]
             if keys:
                 await conn.execute(
@@ -249,42 +415,45 @@ class RelayStore:
         if not keys:
             return []
         now = utcnow()
-        # At most `per_aggregate` rows of each aggregate leave the database: an aggregate with
-        # a backlog of 100,000 events must not be read whole on every cycle.
-        rank = (
-            func.row_number()
-            .over(
-                partition_by=(outbox.c.aggregate_type, outbox.c.aggregate_id),
-                order_by=outbox.c.sequence,
-            )
-            .label("rank")
-        )
-        ranked = (
-            select(outbox, rank)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_pending_query(list(keys), per_aggregate))).all()
+        return _due_rows(rows, now)
+
+    async def claim_pending(
+        self, owner: str, lease_s: float, limit: int, per_aggregate: int
+    ) -> tuple[list[AggregateKey], list[OutboxRow]]:
+        """`claim` and `pending` at once: the leased aggregates and their due rows.
+
+        PostgreSQL: one statement, one round trip, no transaction around it (the lease is
+        taken by an UPDATE in a CTE over the SKIP LOCKED pick, the rows read in the same
+        statement, whose snapshot shows every row committed before it). Every leased
+        aggregate has a row in that snapshot (it was picked for one), so the keys are the
+        rows' aggregates. Elsewhere: `claim`, then `pending`.
+        """
+        if not self._postgres:
+            keys = await self.claim(owner, lease_s, limit)
+            return keys, await self.pending(keys, per_aggregate)
+        now = utcnow()
+        s = aggregate_sequences
+        pick = _claim_query(now, limit).cte("pick")
+        leased = (
+            update(s)
             .where(
-                tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(list(keys)),
-                outbox.c.state == OutboxState.OUTBOX_WRITTEN,
+                s.c.aggregate_type == pick.c.aggregate_type,
+                s.c.aggregate_id == pick.c.aggregate_id,
             )
-            .subquery()
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s))
+            .returning(s.c.aggregate_type, s.c.aggregate_id)
+            .cte("leased")
         )
-        query = (
-            select(ranked)
-            .where(ranked.c.rank <= per_aggregate)
-            .order_by(ranked.c.aggregate_type, ranked.c.aggregate_id, ranked.c.sequence)
+        query = _pending_query(
+            select(leased.c.aggregate_type, leased.c.aggregate_id), per_aggregate
         )
         async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             rows = (await conn.execute(query)).all()
-        result: list[OutboxRow] = []
-        blocked: set[AggregateKey] = set()
-        for r in rows:
-            key = (r.aggregate_type, r.aggregate_id)
-            if key in blocked:
-                continue
-            if as_utc(r.next_attempt_at) > now:
-                blocked.add(key)
-                continue
-            result.append(outbox_row(r))
-        return result
+        keys = list(dict.fromkeys((r.aggregate_type, r.aggregate_id) for r in rows))
+        return keys, _due_rows(rows, now)
 
     async def finish(
         self,
@@ -296,8 +465,24 @@ class RelayStore:
         *,
         dead_letter_source: str = "relay",
     ) -> None:
-        """Record a batch's outcome and release its leases, in one transaction."""
+        """Record a batch's outcome and release its leases, in one transaction (on
+        PostgreSQL a batch of only published rows is one statement: one round trip)."""
         now = utcnow()
+        if self._postgres and not failed and not dead:
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(
+                    _FINISH_PUBLISHED,
+                    {
+                        "ids": [p.row_id for p in published],
+                        "seqs": [p.stream_sequence for p in published],
+                        "types": [k[0] for k in keys],
+                        "aggregates": [k[1] for k in keys],
+                        "owner": owner,
+                        "now": now,
+                    },
+                )
+            return
         async with self._engine.begin() as conn:
             if published:
                 await _mark_published(conn, published, now)

@@ -7,6 +7,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.dialect import dialect_insert
+from controlplane.data.outbox.wire import encode_envelope
 from controlplane.data.tables import aggregate_sequences, outbox
 from controlplane.domain.events.envelope import EventEnvelope, NewEvent, OutboxState
 from controlplane.domain.events.registry import SchemaRegistry
@@ -115,6 +116,8 @@ class OutboxWriter:
                     "payload": e.payload,
                     "state": OutboxState.OUTBOX_WRITTEN,
                     "next_attempt_at": e.occurred_at,
+                    # Encoded here, once, so the relay publishes it without decoding the payload.
+                    "encoded_envelope": encode_envelope(e),
                 }
                 for e in envelopes
             ],
