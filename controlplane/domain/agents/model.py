@@ -201,6 +201,12 @@ class RunsSpec(Strict):
         default="none",
         description="Which tool calls wait for a human; destructive: those declared so.",
     )
+    idleSuspendSeconds: Int = Field(
+        default=0,
+        ge=0,
+        le=30 * 86400,
+        description="Suspend the agent after this long with no run in flight; 0: never.",
+    )
 
 
 class EgressRule(Strict):

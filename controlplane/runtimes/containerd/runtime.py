@@ -85,6 +85,15 @@ from controlplane.runtimes.containerd.oci_spec import (
     shares_host_network,
 )
 from controlplane.runtimes.containerd.snapshots import Leases, Snapshots
+from controlplane.runtimes.containerd.suspend import (
+    Checkpoints,
+    Suspension,
+    binary_name,
+    complete_image,
+    discard_image,
+    keeps_memory,
+    sweep_images,
+)
 from controlplane.runtimes.containerd.tasks import KILL_WAIT_S, Tasks
 from controlplane.runtimes.probes import heartbeat_fresh, http_get_ok, probe_url
 
@@ -131,6 +140,7 @@ class ContainerdRuntime:
         self._leases = Leases(self._conn)
         self._images = ImageStore(self._conn, self._snapshots, self._leases)
         self._tasks = Tasks(self._conn)
+        self._checkpoints = Checkpoints(self._conn, self._tasks, namespace)
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -450,13 +460,53 @@ class ContainerdRuntime:
             await self.network.detach(sandbox_id)
         await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sandbox_id), True)
 
+    async def suspend(self, sandbox_id: str) -> Suspension:
+        """Suspend the sandbox (suspend.py): gVisor checkpoints memory and files, runc keeps
+        files only; either way no task is left. Idempotent. Raises SandboxError (NotFound,
+        SuspendUnsupported, CheckpointFailed: the sandbox keeps running)."""
+        container = await self._get_container(sandbox_id)
+        if container is None:
+            raise SandboxError("NotFound", f"sandbox {sandbox_id} does not exist")
+        folder = self.sandbox_dir(sandbox_id)
+        if keeps_memory(container):
+            return await self._checkpoints.checkpoint(sandbox_id, folder)
+        await self.stop(sandbox_id)
+        await self._tasks.delete(sandbox_id)
+        return Suspension(memory_kept=False)
+
+    async def resume(self, sandbox_id: str) -> SandboxStatus:
+        """Resume a suspended sandbox: from its complete checkpoint (its address back first),
+        else a new task on the kept filesystem. A running sandbox is left alone (its stale
+        image removed). Raises SandboxError (NotFound, RestoreFailed, StartFailed)."""
+        container = await self._get_container(sandbox_id)
+        if container is None:
+            raise SandboxError("NotFound", f"sandbox {sandbox_id} does not exist")
+        folder = self.sandbox_dir(sandbox_id)
+        task = await self._tasks.get(sandbox_id)
+        if task is not None and task.status == task_pb2.RUNNING:
+            await asyncio.to_thread(discard_image, folder)
+            return await self.status(sandbox_id)
+        if await asyncio.to_thread(complete_image, folder) is None:
+            await asyncio.to_thread(discard_image, folder)
+            return await self.start(sandbox_id)
+        if task is not None:
+            await self._tasks.delete(sandbox_id)  # a restore that failed half-way
+        if self.network is not None and (address := container.labels.get(LABEL_ADDRESS)):
+            await self.network.restore_address(sandbox_id, address)
+        mounts = await self._snapshots.mounts(sandbox_id)
+        await self._checkpoints.restore(
+            sandbox_id, folder, mounts, folder / LOG_FILE, binary_name(container)
+        )
+        return await self.status(sandbox_id)
+
     async def sweep(self, keep: set[str]) -> int:
-        """Remove network namespaces, address leases and firewall elements of this namespace
-        that belong to no sandbox in `keep` (what a crash between steps leaves). Returns how
-        many sandboxes' leftovers were removed."""
+        """Remove network namespaces, address leases, firewall elements and checkpoint images
+        of this namespace that belong to no sandbox in `keep` (what a crash between steps
+        leaves). Returns how many sandboxes' leftovers were removed."""
+        images = await asyncio.to_thread(sweep_images, self.state_dir, self.namespace, keep)
         if self.network is None:
-            return 0
-        return await self.network.sweep(keep)
+            return images
+        return images + await self.network.sweep(keep)
 
     async def logs(self, sandbox_id: str, tail_lines: int = 100) -> str:
         """The last `tail_lines` lines of the sandbox's stdout and stderr, interleaved as

@@ -1,0 +1,197 @@
+"""Suspend and resume on the real containerd, with runsc and runc (adr/0019-suspend-resume.md).
+
+The agent is tests/agents/memory_counter.sh: it counts in a shell variable and writes the
+count out, so a count that goes on after a resume proves memory was kept; each fresh start
+appends to /agentos/starts; /tmp/kept is a file of its own root filesystem. Absent tasks are
+checked through containerd (`ctr tasks ls`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from controlplane.runtimes.base import SandboxError, SandboxSpec, SandboxState
+from controlplane.runtimes.capabilities import capabilities
+from controlplane.runtimes.containerd.runtime import ContainerdRuntime
+from controlplane.runtimes.containerd.suspend import checkpoint_dir
+from harness.waiting import eventually
+from tests.conftest import SERVICES_ENV, service_setting
+
+pytestmark = pytest.mark.containerd
+
+COUNTER = Path(__file__).resolve().parents[1] / "agents" / "memory_counter.sh"
+
+
+def suspend_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The services' settings with gVisor as the runc shim's BinaryName (the only way
+    containerd 1.6 checkpoints it; AGENTOS_RUNSC_RUNTIME unset)."""
+    service_setting("CONTAINERD_ADDRESS", "containerd")
+    env = {**SERVICES_ENV, **os.environ, "AGENTOS_SANDBOX_DIR": str(tmp_path / "sandboxes")}
+    env["AGENTOS_RUNSC_RUNTIME"] = ""
+    return env | extra
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[ContainerdRuntime]:
+    rt = ContainerdRuntime.from_env(suspend_env(tmp_path))
+    made: list[str] = []
+    rt.made = made  # type: ignore[attr-defined]
+    yield rt
+    for sid in made:
+        await rt.remove(sid)
+    await rt.close()
+
+
+def counter_spec(runtime_class: str) -> SandboxSpec:
+    return SandboxSpec(
+        sandbox_id=f"susp-{runtime_class}-{uuid.uuid4().hex[:8]}",
+        agent_id=str(uuid.uuid4()),
+        tenant="team-a",
+        name="counter",
+        image="oci-archive:" + service_setting("AGENTOS_EXAMPLE_IMAGE_ARCHIVE", "the image"),
+        runtime_class=runtime_class,
+        command=["sh", "-c", COUNTER.read_text()],
+        memory_bytes=64 * 2**20,
+    )
+
+
+def ctr_tasks() -> str:
+    done = subprocess.run(
+        [
+            "ctr",
+            "--address",
+            service_setting("CONTAINERD_ADDRESS", "containerd"),
+            "-n",
+            service_setting("CONTAINERD_NAMESPACE", "containerd"),
+            "tasks",
+            "ls",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def count(runtime: ContainerdRuntime, sid: str) -> int:
+    try:
+        text = (runtime.sandbox_dir(sid) / "agentos" / "count").read_text().strip()
+    except FileNotFoundError:
+        return 0
+    return int(text or 0)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await eventually(checked, timeout_s=timeout_s)
+
+
+def starts(runtime: ContainerdRuntime, sid: str) -> int:
+    return (runtime.sandbox_dir(sid) / "agentos" / "starts").read_text().count("start")
+
+
+async def running_counter(runtime: ContainerdRuntime, runtime_class: str) -> tuple[str, int]:
+    """A started counter past 10; its sandbox id and pid."""
+    spec = counter_spec(runtime_class)
+    runtime.made.append(spec.sandbox_id)  # type: ignore[attr-defined]
+    await runtime.create(spec)
+    status = await runtime.start(spec.sandbox_id)
+    assert status.pid is not None
+    await until(lambda: count(runtime, spec.sandbox_id) >= 10)
+    return spec.sandbox_id, status.pid
+
+
+async def test_containerd_has_the_suspends_capability(runtime: ContainerdRuntime) -> None:
+    assert capabilities(runtime).suspends is runtime
+
+
+async def test_a_gvisor_sandbox_resumes_with_its_memory_files_and_address(
+    runtime: ContainerdRuntime,
+) -> None:
+    sid, pid = await running_counter(runtime, "gvisor")
+    address = await runtime.sandbox_address(sid)
+
+    suspension = await runtime.suspend(sid)
+    assert suspension.memory_kept and suspension.image_bytes > 0
+    assert Path(suspension.image_path) == checkpoint_dir(runtime.sandbox_dir(sid))
+    assert sid not in ctr_tasks(), "no task: the suspended sandbox holds no process"
+    assert (await runtime.status(sid)).state is SandboxState.CREATED
+    assert not Path(f"/proc/{pid}").exists(), "the sandbox's processes (and memory) are gone"
+    frozen = count(runtime, sid)
+    await asyncio.sleep(0.5)
+    assert count(runtime, sid) == frozen
+
+    resumed = await runtime.resume(sid)
+    assert resumed.state is SandboxState.RUNNING and sid in ctr_tasks()
+    await until(lambda: count(runtime, sid) > frozen)
+    assert count(runtime, sid) < frozen + 100, "the count went on from where it was"
+    assert starts(runtime, sid) == 1, "the process was restored, not started again"
+    assert await runtime.exec(sid, ["test", "-f", "/tmp/kept"], 10) == 0
+    assert await runtime.sandbox_address(sid) == address
+    assert not checkpoint_dir(runtime.sandbox_dir(sid)).exists(), "the image went at resume"
+
+
+async def test_suspend_and_resume_are_idempotent(runtime: ContainerdRuntime) -> None:
+    sid, _ = await running_counter(runtime, "gvisor")
+    first = await runtime.suspend(sid)
+    again = await runtime.suspend(sid)
+    assert again == first
+    await runtime.resume(sid)
+    assert (await runtime.resume(sid)).state is SandboxState.RUNNING
+    assert starts(runtime, sid) == 1
+
+
+async def test_a_runc_sandbox_keeps_its_files_but_not_its_memory(
+    runtime: ContainerdRuntime,
+) -> None:
+    sid, pid = await running_counter(runtime, "runc")
+    suspension = await runtime.suspend(sid)
+    assert not suspension.memory_kept and suspension.image_bytes == 0
+    assert sid not in ctr_tasks()
+    assert not Path(f"/proc/{pid}").exists()
+    before = count(runtime, sid)
+
+    await runtime.resume(sid)
+    await until(lambda: starts(runtime, sid) == 2)
+    await until(lambda: count(runtime, sid) > 0)
+    assert count(runtime, sid) < before, "memory is lost: the count started over"
+    assert await runtime.exec(sid, ["test", "-f", "/tmp/kept"], 10) == 0, "files are kept"
+
+
+async def test_gvisor_by_runtime_name_cannot_suspend(tmp_path: Path) -> None:
+    name = service_setting("AGENTOS_RUNSC_RUNTIME", "gVisor by runtime name")
+    rt = ContainerdRuntime.from_env(suspend_env(tmp_path, AGENTOS_RUNSC_RUNTIME=name))
+    try:
+        rt.made = []  # type: ignore[attr-defined]
+        sid, _ = await running_counter(rt, "gvisor")
+        with pytest.raises(SandboxError) as raised:
+            await rt.suspend(sid)
+        assert raised.value.reason == "SuspendUnsupported"
+        assert (await rt.status(sid)).state is SandboxState.RUNNING
+    finally:
+        for sid in rt.made:  # type: ignore[attr-defined]
+            await rt.remove(sid)
+        await rt.close()
+
+
+async def test_the_sweep_removes_a_checkpoint_image_no_sandbox_owns(
+    runtime: ContainerdRuntime,
+) -> None:
+    sid, _ = await running_counter(runtime, "gvisor")
+    await runtime.suspend(sid)
+    image = checkpoint_dir(runtime.sandbox_dir(sid))
+    assert image.is_dir()
+    await runtime.sweep(keep={sid})
+    assert image.is_dir(), "an owned image is kept"
+    await runtime.sweep(keep=set())
+    assert not image.exists()
