@@ -32,6 +32,7 @@ from controlplane.api.rest import (
     model_providers,
     replay,
     runs,
+    suspension,
     tenants,
 )
 from controlplane.api.rest.params import reject_unknown_query_parameters
@@ -93,6 +94,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(tenants.tenant_router)
     app.include_router(tenants.tokens_router)
     app.include_router(agents.router)
+    app.include_router(suspension.router)
     app.include_router(logs.router)
     app.include_router(runs.router)
     app.include_router(model_providers.router)

@@ -16,13 +16,17 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NATS
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.runtimes.base import SandboxError, SandboxSpec, SandboxState
+from controlplane.runtimes.base import Runtime, SandboxError, SandboxSpec, SandboxState
 from controlplane.runtimes.capabilities import capabilities
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from controlplane.runtimes.containerd.suspend import checkpoint_dir
+from controlplane.service import runs, suspension
 from harness.waiting import eventually
 from tests.conftest import SERVICES_ENV, service_setting
+from tests.integration.lifecycle_harness import control_plane, manifest
 
 pytestmark = pytest.mark.containerd
 
@@ -195,3 +199,100 @@ async def test_the_sweep_removes_a_checkpoint_image_no_sandbox_owns(
     assert image.is_dir(), "an owned image is kept"
     await runtime.sweep(keep=set())
     assert not image.exists()
+
+
+# -- through the control plane (real PostgreSQL, NATS and containerd) ------------------------
+
+
+def counter_manifest(name: str, runtime_class: str, **runs: object) -> dict[str, object]:
+    return manifest(
+        name,
+        image="oci-archive:" + service_setting("AGENTOS_EXAMPLE_IMAGE_ARCHIVE", "the image"),
+        runtime={"class": runtime_class},
+        command=["sh", "-c", COUNTER.read_text()],
+        resources={"limits": {"cpu": "250m", "memory": "64Mi"}},
+        readiness={"heartbeat": {}, "periodSeconds": 0.5},
+        runs=runs,
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.nats
+async def test_an_agent_is_suspended_and_resumed_by_request_with_its_memory(
+    pg_engine: AsyncEngine, pg_url: str, nc: NATS, runtime: ContainerdRuntime
+) -> None:
+    runtimes: dict[str, Runtime] = {"runc": runtime, "gvisor": runtime}
+    async with control_plane(pg_engine, pg_url, nc, runtimes) as plane:
+        await plane.apply("team-a", counter_manifest("counter", "gvisor"))
+        ready = await plane.wait_phase("team-a", "counter", "Ready", timeout_s=120)
+        sid = ready.status.sandboxID
+        assert sid is not None
+        await until(lambda: count(runtime, sid) >= 10)
+        async with plane.uow() as uow:
+            await suspension.suspend_agent(uow, "team-a", "counter")
+        plane.controller.notify(ready.id)
+        suspended = await plane.wait_phase("team-a", "counter", "Suspended", timeout_s=60)
+        assert suspended.status.suspension is not None
+        assert suspended.status.suspension["memoryKept"] is True
+        assert suspended.status.suspension["imageBytes"] > 0
+        assert sid not in ctr_tasks()
+        frozen = count(runtime, sid)
+
+        async with plane.uow() as uow:
+            await suspension.resume_agent(uow, "team-a", "counter")
+        plane.controller.notify(ready.id)
+        again = await plane.wait_phase("team-a", "counter", "Ready", timeout_s=60)
+        await until(lambda: count(runtime, sid) > frozen)
+        assert starts(runtime, sid) == 1, "restored, not started again"
+        history = await plane.history(again)
+    assert history[-3:] == ["Suspended", "Starting", "Ready"]
+    assert again.status.sandboxID == sid and again.status.suspension is None
+
+
+@pytest.mark.postgres
+@pytest.mark.nats
+async def test_an_idle_agent_suspends_itself_and_a_run_sent_to_it_resumes_it(
+    pg_engine: AsyncEngine, pg_url: str, nc: NATS, runtime: ContainerdRuntime
+) -> None:
+    runtimes: dict[str, Runtime] = {"runc": runtime, "gvisor": runtime}
+    async with control_plane(pg_engine, pg_url, nc, runtimes) as plane:
+        await plane.apply("team-a", counter_manifest("idler", "runc", idleSuspendSeconds=1))
+        suspended = await plane.wait_phase("team-a", "idler", "Suspended", timeout_s=120)
+        assert suspended.status.suspension is not None
+        assert suspended.status.suspension["memoryKept"] is False, "runc: files only"
+        assert suspended.status.sandboxID not in ctr_tasks()
+        async with plane.uow() as uow:
+            await runs.create_run(uow, "team-a", "idler", {"input": {"n": 1}})
+        resumed = await plane.wait_phase("team-a", "idler", "Ready", timeout_s=60)
+        history = await plane.history(resumed)
+    assert history[-3:] == ["Suspended", "Starting", "Ready"]
+    assert resumed.status.reason == "Ready"
+
+
+@pytest.mark.postgres
+@pytest.mark.nats
+async def test_a_runtime_that_cannot_suspend_leaves_the_agent_ready_with_a_condition(
+    pg_engine: AsyncEngine, pg_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    name = service_setting("AGENTOS_RUNSC_RUNTIME", "gVisor by runtime name")
+    by_name = ContainerdRuntime.from_env(suspend_env(tmp_path, AGENTOS_RUNSC_RUNTIME=name))
+    try:
+        runtimes: dict[str, Runtime] = {"runc": by_name, "gvisor": by_name}
+        async with control_plane(pg_engine, pg_url, nc, runtimes) as plane:
+            await plane.apply("team-a", counter_manifest("stubborn", "gvisor"))
+            ready = await plane.wait_phase("team-a", "stubborn", "Ready", timeout_s=120)
+            async with plane.uow() as uow:
+                await suspension.suspend_agent(uow, "team-a", "stubborn")
+            plane.controller.notify(ready.id)
+
+            async def refused() -> bool:
+                found = await plane.find("team-a", "stubborn")
+                conditions = {c["type"]: c for c in found.status.conditions} if found else {}
+                return conditions.get("Suspended", {}).get("reason") == "SuspendUnsupported"
+
+            await eventually(refused, timeout_s=60)
+            after = await plane.find("team-a", "stubborn")
+    finally:
+        await by_name.close()
+    assert after is not None and after.status.phase == "Ready"
+    assert after.status.suspension is None

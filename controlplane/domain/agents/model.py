@@ -413,3 +413,8 @@ class AgentStatus(BaseModel):
     sandboxHash: str | None = Field(
         default=None, description="Digest of the spec the sandbox was built from."
     )
+    suspension: dict[str, Any] | None = Field(
+        default=None,
+        description="While suspended or resuming: state (Suspending, Suspended, Resuming), "
+        "reason, requestedAt, memoryKept, imageBytes (service/suspension.py).",
+    )
