@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from controlplane.runtimes.base import SandboxSpec
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
+from harness.waiting import eventually
 
 COUNTER = Path(__file__).resolve().parents[1] / "tests" / "agents" / "memory_counter.sh"
 # containerd's state folder sits beside its socket (hack/services.d/30-containerd.sh).
@@ -62,8 +64,11 @@ async def started(rt: ContainerdRuntime, state: Path) -> str:
     await rt.create(s)
     await rt.start(s.sandbox_id)
     count = rt.sandbox_dir(s.sandbox_id) / "agentos" / "count"
-    while not count.exists():
-        await asyncio.sleep(0.05)
+
+    async def counting() -> bool:
+        return count.exists()
+
+    await eventually(counting, timeout_s=60, what="the counter counts")
     return s.sandbox_id
 
 
@@ -87,29 +92,18 @@ def runsc(rt: ContainerdRuntime, sid: str, *args: str) -> float:
 async def raw_round(rt: ContainerdRuntime, state: Path) -> tuple[float, float]:
     sid = await started(rt, state)
     image = Path(tempfile.mkdtemp(dir=state))
-    checkpoint_s = runsc(rt, sid, "checkpoint", "--image-path", str(image))
+    checkpoint_s = await asyncio.to_thread(runsc, rt, sid, "checkpoint", "--image-path", str(image))
     await asyncio.sleep(0.2)  # the shim reaps the stopped sandbox
-    runsc(rt, sid, "delete", "--force")
+    await asyncio.to_thread(runsc, rt, sid, "delete", "--force")
     address = await rt.sandbox_address(sid)
     if rt.network is not None and address:
         await rt.network.restore_address(sid, address)
     bundle = str(SHIM_STATE / rt.namespace / sid)
-    restore_s = runsc(
-        rt, sid, "restore", "--image-path", str(image), "--bundle", bundle, "--detach"
+    restore_s = await asyncio.to_thread(
+        runsc, rt, sid, "restore", "--image-path", str(image), "--bundle", bundle, "--detach"
     )
-    subprocess.run(
-        [
-            os.environ["AGENTOS_RUNSC_BINARY"],
-            "--root",
-            f"/run/containerd/runc/{rt.namespace}",
-            "delete",
-            "--force",
-            sid,
-        ],
-        cwd=bundle,
-        capture_output=True,
-        timeout=60,
-    )
+    with contextlib.suppress(subprocess.CalledProcessError):
+        await asyncio.to_thread(runsc, rt, sid, "delete", "--force")
     await rt.remove(sid)
     return checkpoint_s, restore_s
 
