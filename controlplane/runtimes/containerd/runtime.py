@@ -494,9 +494,17 @@ class ContainerdRuntime:
         if self.network is not None and (address := container.labels.get(LABEL_ADDRESS)):
             await self.network.restore_address(sandbox_id, address)
         mounts = await self._snapshots.mounts(sandbox_id)
-        await self._checkpoints.restore(
-            sandbox_id, folder, mounts, folder / LOG_FILE, binary_name(container)
-        )
+        try:
+            await self._checkpoints.restore(
+                sandbox_id, folder, mounts, folder / LOG_FILE, binary_name(container)
+            )
+        except SandboxError as err:
+            if err.reason != "RestoreFailed":
+                raise
+            # A torn image (see suspend.py): files kept, memory lost; the task starts afresh.
+            await asyncio.to_thread(discard_image, folder)
+            await self._tasks.delete(sandbox_id)
+            return await self.start(sandbox_id)
         return await self.status(sandbox_id)
 
     async def sweep(self, keep: set[str]) -> int:

@@ -15,8 +15,9 @@ its snapshot stay, so a new task on the same root filesystem resumes it. Memory 
 fails `criu check` on this kernel.
 
 A checkpoint is complete once `complete.json` (its size in bytes) is written beside it, after
-containerd answered; a folder without it (a crash mid-checkpoint) is never restored, so a
-resume then starts the agent afresh (files kept, memory lost) rather than from a torn image.
+containerd answered. A controller killed during the RPC does not stop containerd, the shim or
+runsc, so the next suspend call adopts a stopped task's written image; an image that then
+fails its restore is dropped and the agent starts afresh (files kept, memory lost).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from controlplane.runtimes.containerd.tasks import KILL_WAIT_S, Tasks
 CHECKPOINT_DIR = "checkpoint"
 COMPLETE_FILE = "complete.json"
 OWNER_FILE = "namespace"  # the containerd namespace whose sandbox wrote the image
+RUNSC_IMAGE_FILE = "checkpoint.img"  # what runsc 20221219 writes
 CHECKPOINT_OPTIONS_TYPE_URL = "containerd.runc.v1.CheckpointOptions"
 CHECKPOINT_TIMEOUT_S = 120.0  # a large sandbox's memory takes a while to write
 
@@ -160,8 +162,13 @@ class Checkpoints:
                 raise SandboxError("CheckpointFailed", err.message[:2000]) from err
             done = await asyncio.to_thread(_mark_complete, image)
         elif task is not None and done is None:
-            # Stopped with no complete image (it exited, or a crash came mid-checkpoint).
-            await asyncio.to_thread(discard_image, sandbox_dir)
+            # Stopped, not marked: the controller died while containerd checkpointed (the
+            # shim and runsc finish without it): adopt a written image; none means the agent
+            # exited on its own. A torn one fails its restore, and resume starts afresh.
+            if await asyncio.to_thread(_has_image, image):
+                done = await asyncio.to_thread(_mark_complete, image)
+            else:
+                await asyncio.to_thread(discard_image, sandbox_dir)
         if task is not None:
             await self._tasks.wait_exit(sandbox_id, KILL_WAIT_S)  # the shim sees it stop
             await self._tasks.delete(sandbox_id)
@@ -192,6 +199,14 @@ def _fresh_folder(path: Path, namespace: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     (path / OWNER_FILE).write_text(namespace)
+
+
+def _has_image(image: Path) -> bool:
+    """runsc's state file is there and not empty."""
+    try:
+        return (image / RUNSC_IMAGE_FILE).stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _mark_complete(image: Path) -> int:
