@@ -16,21 +16,27 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane.controllers.agents.sandbox import probe_spec
+from controlplane.domain.agents.model import Agent
 from controlplane.runtimes.base import Runtime, SandboxError, SandboxSpec, SandboxState
 from controlplane.runtimes.capabilities import capabilities
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from controlplane.runtimes.containerd.suspend import checkpoint_dir
 from controlplane.service import runs, suspension
+from harness.ports import free_port
 from harness.waiting import eventually
 from tests.conftest import SERVICES_ENV, service_setting
 from tests.integration.lifecycle_harness import control_plane, manifest
+from tests.unit.sdk.fake_gateway import FakeGateway
 
 pytestmark = pytest.mark.containerd
 
 COUNTER = Path(__file__).resolve().parents[1] / "agents" / "memory_counter.sh"
+TOOL_AGENT = Path(__file__).resolve().parents[2] / "examples" / "agents" / "tool-agent-runc.yaml"
 
 
 def suspend_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -296,3 +302,56 @@ async def test_a_runtime_that_cannot_suspend_leaves_the_agent_ready_with_a_condi
         await by_name.close()
     assert after is not None and after.status.phase == "Ready"
     assert after.status.suspension is None
+
+
+# -- an SDK agent under gVisor: its long poll to the gateway is closed from the host --------
+
+
+async def test_an_sdk_agent_long_polling_the_gateway_is_suspended_and_serves_a_run_after(
+    tmp_path: Path,
+) -> None:
+    """The tool agent of examples/agents/ in the python image, under gVisor, long-polls a
+    FakeGateway on the bridge's host address: the checkpoint goes through (the host resets
+    the connections first), and after the resume the agent serves a run."""
+    port = free_port()
+    rt = ContainerdRuntime.from_env(suspend_env(tmp_path, AGENTOS_GATEWAY_PORT=str(port)))
+    assert rt.network is not None
+    gateway = FakeGateway()
+    await gateway.start(rt.network.settings.host_address, port)
+    manifest_ = Agent.model_validate(yaml.safe_load(TOOL_AGENT.read_text()))
+    probe = probe_spec(manifest_.spec)
+    env = {e.name: e.value for e in manifest_.spec.env}
+    env |= {"AGENTOS_GATEWAY_URL": gateway.url, "AGENTOS_AGENT_TOKEN": gateway.token}
+    spec = SandboxSpec(
+        sandbox_id=f"susp-sdk-{uuid.uuid4().hex[:8]}",
+        agent_id=str(uuid.uuid4()),
+        tenant="team-a",
+        name="tool-agent",
+        image=service_setting("AGENTOS_PYTHON_IMAGE", "the python agent image"),
+        runtime_class="gvisor",
+        command=list(manifest_.spec.command),
+        env=env,
+        memory_bytes=128 << 20,
+        probe=probe,
+    )
+    task = {"task": "compute (2+3)*4 and save it to out/result.txt"}
+    try:
+        await rt.create(spec)
+        await rt.start(spec.sandbox_id)
+        assert probe is not None
+        await eventually(lambda: rt.probe(spec.sandbox_id, probe), 60, "Ready")
+        first = gateway.submit(task)
+        await gateway.wait_done(first.name, timeout_s=60)
+        await asyncio.sleep(1)  # the agent is back in its long poll
+
+        suspension = await rt.suspend(spec.sandbox_id)
+        assert suspension.memory_kept, "checkpointed despite the long poll"
+        assert spec.sandbox_id not in ctr_tasks()
+        await rt.resume(spec.sandbox_id)
+        second = gateway.submit(task)
+        await gateway.wait_done(second.name, timeout_s=60)
+        assert second.result is not None and second.result["output"]["result"] == 20
+    finally:
+        await rt.remove(spec.sandbox_id)
+        await gateway.stop()
+        await rt.close()

@@ -84,6 +84,7 @@ from controlplane.runtimes.containerd.oci_spec import (
     resolve_user,
     shares_host_network,
 )
+from controlplane.runtimes.containerd.quiesce import Quiesce
 from controlplane.runtimes.containerd.snapshots import Leases, Snapshots
 from controlplane.runtimes.containerd.suspend import (
     Checkpoints,
@@ -141,6 +142,7 @@ class ContainerdRuntime:
         self._images = ImageStore(self._conn, self._snapshots, self._leases)
         self._tasks = Tasks(self._conn)
         self._checkpoints = Checkpoints(self._conn, self._tasks, namespace)
+        self._quiesce = Quiesce(network.bridge if network is not None else "")
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -469,7 +471,9 @@ class ContainerdRuntime:
             raise SandboxError("NotFound", f"sandbox {sandbox_id} does not exist")
         folder = self.sandbox_dir(sandbox_id)
         if keeps_memory(container):
-            return await self._checkpoints.checkpoint(sandbox_id, folder)
+            address = container.labels.get(LABEL_ADDRESS) if self.network else None
+            async with self._quiesce.quiet(address):  # no TCP state (quiesce.py)
+                return await self._checkpoints.checkpoint(sandbox_id, folder)
         await self.stop(sandbox_id)
         await self._tasks.delete(sandbox_id)
         return Suspension(memory_kept=False)
