@@ -91,6 +91,12 @@ def ctr_tasks() -> str:
     return done.stdout
 
 
+def task_running(sid: str) -> bool:
+    """containerd lists a running task for `sid` (a checkpointed one is STOPPED, then gone)."""
+    rows = [line.split() for line in ctr_tasks().splitlines()[1:]]
+    return any(row[0] == sid and row[-1] == "RUNNING" for row in rows)
+
+
 def count(runtime: ContainerdRuntime, sid: str) -> int:
     try:
         text = (runtime.sandbox_dir(sid) / "agentos" / "count").read_text().strip()
@@ -134,7 +140,8 @@ async def test_a_gvisor_sandbox_resumes_with_its_memory_files_and_address(
     suspension = await runtime.suspend(sid)
     assert suspension.memory_kept and suspension.image_bytes > 0
     assert Path(suspension.image_path) == checkpoint_dir(runtime.sandbox_dir(sid))
-    assert sid not in ctr_tasks(), "no task: the suspended sandbox holds no process"
+    assert not task_running(sid), "the suspended sandbox holds no process"
+    await until(lambda: sid not in ctr_tasks())  # the stopped task is deleted just after
     assert (await runtime.status(sid)).state is SandboxState.CREATED
     assert not Path(f"/proc/{pid}").exists(), "the sandbox's processes (and memory) are gone"
     frozen = count(runtime, sid)
@@ -167,7 +174,7 @@ async def test_a_runc_sandbox_keeps_its_files_but_not_its_memory(
     sid, pid = await running_counter(runtime, "runc")
     suspension = await runtime.suspend(sid)
     assert not suspension.memory_kept and suspension.image_bytes == 0
-    assert sid not in ctr_tasks()
+    assert not task_running(sid)
     assert not Path(f"/proc/{pid}").exists()
     before = count(runtime, sid)
 
@@ -241,7 +248,7 @@ async def test_an_agent_is_suspended_and_resumed_by_request_with_its_memory(
         assert suspended.status.suspension is not None
         assert suspended.status.suspension["memoryKept"] is True
         assert suspended.status.suspension["imageBytes"] > 0
-        assert sid not in ctr_tasks()
+        assert not task_running(sid)
         frozen = count(runtime, sid)
 
         async with plane.uow() as uow:
@@ -266,7 +273,7 @@ async def test_an_idle_agent_suspends_itself_and_a_run_sent_to_it_resumes_it(
         suspended = await plane.wait_phase("team-a", "idler", "Suspended", timeout_s=120)
         assert suspended.status.suspension is not None
         assert suspended.status.suspension["memoryKept"] is False, "runc: files only"
-        assert suspended.status.sandboxID not in ctr_tasks()
+        assert not task_running(str(suspended.status.sandboxID))
         async with plane.uow() as uow:
             await runs.create_run(uow, "team-a", "idler", {"input": {"n": 1}})
         resumed = await plane.wait_phase("team-a", "idler", "Ready", timeout_s=60)
@@ -346,7 +353,7 @@ async def test_an_sdk_agent_long_polling_the_gateway_is_suspended_and_serves_a_r
 
         suspension = await rt.suspend(spec.sandbox_id)
         assert suspension.memory_kept, "checkpointed despite the long poll"
-        assert spec.sandbox_id not in ctr_tasks()
+        assert not task_running(spec.sandbox_id)
         await rt.resume(spec.sandbox_id)
         second = gateway.submit(task)
         await gateway.wait_done(second.name, timeout_s=60)

@@ -14,8 +14,6 @@ chains) never drops the rule.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 from controlplane.runtimes.base import SandboxError
 
@@ -41,23 +39,23 @@ class Quiesce:
             "meta l4proto tcp ct state new reject with tcp reset\n"
         )
 
-    @contextlib.asynccontextmanager
-    async def quiet(self, address: str | None) -> AsyncIterator[None]:
-        """Within the block, `address` opens no TCP connection to the host and has none
-        (no-op for None). Raises SandboxError (NetworkUnavailable, NetworkError)."""
+    async def pause(self, address: str | None) -> None:
+        """From now on `address` opens no TCP connection to the host, and has none left (no-op
+        for None). Raises SandboxError (NetworkUnavailable, NetworkError)."""
         if not address:
-            yield
             return
         if not self._ensured:
             await _run("nft", "-f", "-", stdin=self.ruleset())
             self._ensured = True
         await _run("nft", "-f", "-", stdin=f"add element inet {TABLE} paused {{ {address} }}\n")
-        try:
-            await _run("ss", "-K", "-t", "dst", address)
-            yield
-        finally:
-            script = f"delete element inet {TABLE} paused {{ {address} }}\n"
-            await _run("nft", "-f", "-", stdin=script, ok_if="No such file")
+        await _run("ss", "-K", "-t", "dst", address)
+
+    async def unpause(self, address: str | None) -> None:
+        """`address` may connect again (idempotent; no-op for None)."""
+        if not address:
+            return
+        script = f"delete element inet {TABLE} paused {{ {address} }}\n"
+        await _run("nft", "-f", "-", stdin=script, ok_if="No such file")
 
 
 async def _run(*argv: str, stdin: str = "", ok_if: str = "") -> None:

@@ -84,17 +84,9 @@ from controlplane.runtimes.containerd.oci_spec import (
     resolve_user,
     shares_host_network,
 )
-from controlplane.runtimes.containerd.quiesce import Quiesce
 from controlplane.runtimes.containerd.snapshots import Leases, Snapshots
-from controlplane.runtimes.containerd.suspend import (
-    Checkpoints,
-    Suspension,
-    binary_name,
-    complete_image,
-    discard_image,
-    keeps_memory,
-    sweep_images,
-)
+from controlplane.runtimes.containerd.suspend import Suspension, sweep_images
+from controlplane.runtimes.containerd.suspender import Suspender
 from controlplane.runtimes.containerd.tasks import KILL_WAIT_S, Tasks
 from controlplane.runtimes.probes import heartbeat_fresh, http_get_ok, probe_url
 
@@ -141,8 +133,9 @@ class ContainerdRuntime:
         self._leases = Leases(self._conn)
         self._images = ImageStore(self._conn, self._snapshots, self._leases)
         self._tasks = Tasks(self._conn)
-        self._checkpoints = Checkpoints(self._conn, self._tasks, namespace)
-        self._quiesce = Quiesce(network.bridge if network is not None else "")
+        self._suspender = Suspender(
+            self, self._conn, self._get_container, self._tasks, self._snapshots
+        )
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -463,53 +456,15 @@ class ContainerdRuntime:
         await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sandbox_id), True)
 
     async def suspend(self, sandbox_id: str) -> Suspension:
-        """Suspend the sandbox (suspend.py): gVisor checkpoints memory and files, runc keeps
-        files only; either way no task is left. Idempotent. Raises SandboxError (NotFound,
+        """Suspend the sandbox: gVisor checkpoints memory and files, runc keeps files only;
+        no process is left (suspender.py). Idempotent. Raises SandboxError (NotFound,
         SuspendUnsupported, CheckpointFailed: the sandbox keeps running)."""
-        container = await self._get_container(sandbox_id)
-        if container is None:
-            raise SandboxError("NotFound", f"sandbox {sandbox_id} does not exist")
-        folder = self.sandbox_dir(sandbox_id)
-        if keeps_memory(container):
-            address = container.labels.get(LABEL_ADDRESS) if self.network else None
-            async with self._quiesce.quiet(address):  # no TCP state (quiesce.py)
-                return await self._checkpoints.checkpoint(sandbox_id, folder)
-        await self.stop(sandbox_id)
-        await self._tasks.delete(sandbox_id)
-        return Suspension(memory_kept=False)
+        return await self._suspender.suspend(sandbox_id)
 
     async def resume(self, sandbox_id: str) -> SandboxStatus:
-        """Resume a suspended sandbox: from its complete checkpoint (its address back first),
-        else a new task on the kept filesystem. A running sandbox is left alone (its stale
-        image removed). Raises SandboxError (NotFound, RestoreFailed, StartFailed)."""
-        container = await self._get_container(sandbox_id)
-        if container is None:
-            raise SandboxError("NotFound", f"sandbox {sandbox_id} does not exist")
-        folder = self.sandbox_dir(sandbox_id)
-        task = await self._tasks.get(sandbox_id)
-        if task is not None and task.status == task_pb2.RUNNING:
-            await asyncio.to_thread(discard_image, folder)
-            return await self.status(sandbox_id)
-        if await asyncio.to_thread(complete_image, folder) is None:
-            await asyncio.to_thread(discard_image, folder)
-            return await self.start(sandbox_id)
-        if task is not None:
-            await self._tasks.delete(sandbox_id)  # a restore that failed half-way
-        if self.network is not None and (address := container.labels.get(LABEL_ADDRESS)):
-            await self.network.restore_address(sandbox_id, address)
-        mounts = await self._snapshots.mounts(sandbox_id)
-        try:
-            await self._checkpoints.restore(
-                sandbox_id, folder, mounts, folder / LOG_FILE, binary_name(container)
-            )
-        except SandboxError as err:
-            if err.reason != "RestoreFailed":
-                raise
-            # A torn image (see suspend.py): files kept, memory lost; the task starts afresh.
-            await asyncio.to_thread(discard_image, folder)
-            await self._tasks.delete(sandbox_id)
-            return await self.start(sandbox_id)
-        return await self.status(sandbox_id)
+        """Resume a suspended sandbox (suspender.py); a running one is left alone. Raises
+        SandboxError (NotFound, RestoreFailed, StartFailed)."""
+        return await self._suspender.resume(sandbox_id)
 
     async def sweep(self, keep: set[str]) -> int:
         """Remove network namespaces, address leases, firewall elements and checkpoint images
@@ -536,6 +491,7 @@ class ContainerdRuntime:
         return {c.id: c.labels.get(LABEL_AGENT_ID, "") for c in resp.containers}
 
     async def close(self) -> None:
+        await self._suspender.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

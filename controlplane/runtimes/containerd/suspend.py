@@ -132,8 +132,9 @@ class Checkpoints:
         self._namespace = namespace
 
     async def checkpoint(self, sandbox_id: str, sandbox_dir: Path) -> Suspension:
-        """Checkpoint the running task into `checkpoint/` and delete the task. Idempotent: a
-        complete image with no live task is returned as it is. Raises SandboxError
+        """Checkpoint the running task into `checkpoint/`; when it returns the sandbox has
+        stopped and containerd reports its task stopped (`settle` then deletes it).
+        Idempotent: a complete image with no live task is returned as it is. Raises SandboxError
         ("CheckpointFailed": e.g. runsc refuses while a TCP endpoint exists; the task then
         keeps running)."""
         image = checkpoint_dir(sandbox_dir)
@@ -161,6 +162,7 @@ class Checkpoints:
                     raise
                 raise SandboxError("CheckpointFailed", err.message[:2000]) from err
             done = await asyncio.to_thread(_mark_complete, image)
+            await self._tasks.wait_exit(sandbox_id, KILL_WAIT_S)  # containerd sees it stop
         elif task is not None and done is None:
             # Stopped, not marked: the controller died while containerd checkpointed (the
             # shim and runsc finish without it): adopt a written image; none means the agent
@@ -169,12 +171,16 @@ class Checkpoints:
                 done = await asyncio.to_thread(_mark_complete, image)
             else:
                 await asyncio.to_thread(discard_image, sandbox_dir)
-        if task is not None:
-            await self._tasks.wait_exit(sandbox_id, KILL_WAIT_S)  # the shim sees it stop
-            await self._tasks.delete(sandbox_id)
         if done is None:
             return Suspension(memory_kept=False)
         return Suspension(memory_kept=True, image_bytes=done, image_path=str(image))
+
+    async def settle(self, sandbox_id: str) -> None:
+        """Delete the checkpointed, stopped task (the shim's `runsc delete` takes as long as
+        the checkpoint, so it is not on the suspend's path)."""
+        task = await self._tasks.get(sandbox_id)
+        if task is not None and task.status == task_pb2.STOPPED:
+            await self._tasks.delete(sandbox_id)
 
     async def restore(
         self, sandbox_id: str, sandbox_dir: Path, rootfs: list[object], log: Path, binary: str
