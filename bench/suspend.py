@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from controlplane.runtimes.base import SandboxSpec
+from controlplane.runtimes.base import SandboxSpec, SandboxState
 from controlplane.runtimes.containerd.runtime import ContainerdRuntime
 from harness.waiting import eventually
 
@@ -113,6 +113,11 @@ async def ours_round(rt: ContainerdRuntime, state: Path) -> tuple[float, float]:
     began = time.perf_counter()
     await rt.suspend(sid)
     suspend_s = time.perf_counter() - began
+
+    async def no_task() -> bool:  # the checkpointed task is deleted just after the suspend
+        return (await rt.status(sid)).state is SandboxState.CREATED
+
+    await eventually(no_task, timeout_s=30, what="the stopped task deleted")
     began = time.perf_counter()
     await rt.resume(sid)
     resume_s = time.perf_counter() - began

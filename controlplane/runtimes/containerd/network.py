@@ -163,8 +163,8 @@ class SandboxNetwork:
         s = self.settings
         prefix = ipaddress.ip_network(s.subnet).prefixlen
         enter = ("nsenter", f"--net={self.netns_path(sandbox_id)}", "ip")
-        await _run(*enter, "addr", "add", f"{address}/{prefix}", "dev", IFNAME, ok_if="exists")
-        await _run(*enter, "route", "add", "default", "via", s.host_address, ok_if="exists")
+        await _run(*enter, "addr", "replace", f"{address}/{prefix}", "dev", IFNAME)
+        await _run(*enter, "route", "replace", "default", "via", s.host_address)
 
     async def detach(self, sandbox_id: str) -> None:
         """Release the sandbox's address and firewall element, remove its namespace (and with

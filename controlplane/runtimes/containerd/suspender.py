@@ -118,10 +118,11 @@ class Suspender:
         if task is not None:
             await self._tasks.delete(sandbox_id)  # stopped: the checkpointed or a failed one
         address = self._address(container)
-        if self._runtime.network is not None and address:
-            await self._quiesce.unpause(address)  # a suspend interrupted before it could
-            await self._runtime.network.restore_address(sandbox_id, address)
-        mounts = await self._snapshots.mounts(sandbox_id)
+        mounts, *_ = await asyncio.gather(
+            self._snapshots.mounts(sandbox_id),
+            self._quiesce.unpause(address),  # a suspend interrupted before it could
+            self._restore_address(sandbox_id, address),
+        )
         try:
             await self._checkpoints.restore(
                 sandbox_id, folder, mounts, folder / LOG_FILE, binary_name(container)
@@ -134,6 +135,10 @@ class Suspender:
             await self._tasks.delete(sandbox_id)
             return await self._runtime.start(sandbox_id)
         return await self._runtime.status(sandbox_id)
+
+    async def _restore_address(self, sandbox_id: str, address: str | None) -> None:
+        if self._runtime.network is not None and address:
+            await self._runtime.network.restore_address(sandbox_id, address)
 
     async def close(self) -> None:
         """Wait for the task deletions still going."""
