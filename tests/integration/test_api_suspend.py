@@ -75,7 +75,7 @@ async def test_grpc_suspend_and_resume_answer_as_rest_does(pg_url: str, tmp_path
                 assert created.status_code == 201
             md = (("authorization", f"Bearer {root}"),)
             async with grpc.aio.insecure_channel(address) as channel:
-                stub = pb_grpc.AgentServiceStub(channel)
+                stub = pb_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await stub.Suspend(
                         pb.SuspendRequest(tenant="susp-grpc", name="g1"), metadata=md

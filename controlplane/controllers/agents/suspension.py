@@ -115,6 +115,7 @@ class Suspender:
             requested = (record.status.suspension or {}).get("requestedAt")
             waited_s = (utcnow() - parse_rfc3339(requested)).total_seconds() if requested else 0
             if waited_s < GIVE_UP_S and err.reason == "CheckpointFailed":
+                log.info("suspend retried", agent=record.name, error=err.message[:500])
                 return RETRY_S
             m.AGENT_SUSPENDS.labels(runtime_class, "failure", "kept").inc()
             return await self._drop(record, err.reason, err.message)

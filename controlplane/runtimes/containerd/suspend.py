@@ -131,10 +131,14 @@ class Checkpoints:
         self._tasks = tasks
         self._namespace = namespace
 
-    async def checkpoint(self, sandbox_id: str, sandbox_dir: Path) -> Suspension:
+    async def checkpoint(
+        self, sandbox_id: str, sandbox_dir: Path, cgroup: str = "", limit_bytes: int = 0
+    ) -> Suspension:
         """Checkpoint the running task into `checkpoint/`; when it returns the sandbox has
         stopped and containerd reports its task stopped (`settle` then deletes it).
-        Idempotent: a complete image with no live task is returned as it is. Raises SandboxError
+        `cgroup`: the spec's cgroupsPath, whose memory limit (`limit_bytes`) is lifted for
+        the checkpoint and put back if it fails. Idempotent: a
+        complete image with no live task is returned as it is. Raises SandboxError
         ("CheckpointFailed": e.g. runsc refuses while a TCP endpoint exists; the task then
         keeps running)."""
         image = checkpoint_dir(sandbox_dir)
@@ -142,6 +146,8 @@ class Checkpoints:
         done = await asyncio.to_thread(complete_image, sandbox_dir)
         if task is not None and task.status == task_pb2.RUNNING:
             await asyncio.to_thread(_fresh_folder, image, self._namespace)
+            if cgroup:
+                await asyncio.to_thread(lift_memory_limit, cgroup)
             opts = runc_options_pb2.CheckpointOptions(exit=True, image_path=str(image))
             request = tasks_pb2.CheckpointTaskRequest(
                 container_id=sandbox_id,
@@ -158,6 +164,8 @@ class Checkpoints:
                 )
             except SandboxError as err:
                 await asyncio.to_thread(discard_image, sandbox_dir)
+                if cgroup and limit_bytes:
+                    await asyncio.to_thread(set_memory_limit, cgroup, limit_bytes)
                 if err.reason == "RuntimeUnavailable":
                     raise
                 raise SandboxError("CheckpointFailed", err.message[:2000]) from err
@@ -199,6 +207,45 @@ class Checkpoints:
                 raise
             raise SandboxError("RestoreFailed", err.message) from err
         await asyncio.to_thread(discard_image, sandbox_dir)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def set_memory_limit(cgroup: str, limit_bytes: int) -> None:
+    """Put a lifted memory limit back (a checkpoint that failed leaves the sandbox running);
+    cgroup v1's memory+swap limit stays lifted."""
+    rel = cgroup.strip("/")
+    for path in (
+        CGROUP_ROOT / "memory" / rel / "memory.limit_in_bytes",
+        CGROUP_ROOT / rel / "memory.max",
+        CGROUP_ROOT / "unified" / rel / "memory.max",
+    ):
+        try:
+            path.write_text(str(limit_bytes))
+        except OSError:
+            continue
+
+
+def lift_memory_limit(cgroup: str) -> None:
+    """Lift the memory limit of the sandbox's cgroup (`cgroupsPath` of its spec) for its
+    checkpoint: gVisor's sentry serialises its state inside the sandbox's memory cgroup, and
+    a 64 MiB sandbox was OOM-killed doing so (adr/0019-suspend-resume.md). The checkpointed
+    task's cgroup goes with it; a restored task gets the spec's limit again. cgroup v1
+    (memory.memsw.limit_in_bytes before memory.limit_in_bytes) or v2 (memory.max); no error
+    where there is none."""
+    rel = cgroup.strip("/")
+    v1 = CGROUP_ROOT / "memory" / rel
+    for path, unlimited in (
+        (v1 / "memory.memsw.limit_in_bytes", "-1"),
+        (v1 / "memory.limit_in_bytes", "-1"),
+        (CGROUP_ROOT / rel / "memory.max", "max"),
+        (CGROUP_ROOT / "unified" / rel / "memory.max", "max"),
+    ):
+        try:
+            path.write_text(unlimited)
+        except OSError:
+            continue
 
 
 def _fresh_folder(path: Path, namespace: str) -> None:

@@ -11,6 +11,7 @@ is stopped and deleted; resume starts a new one. Both steps are idempotent.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,8 @@ class Suspender:
         address = self._address(container)
         await self._quiesce.pause(address)  # no TCP state (quiesce.py)
         try:
-            result = await self._checkpoints.checkpoint(sandbox_id, folder)
+            cgroup, limit_bytes = _memory(container)
+            result = await self._checkpoints.checkpoint(sandbox_id, folder, cgroup, limit_bytes)
         except BaseException:
             await self._quiesce.unpause(address)
             raise
@@ -144,3 +146,11 @@ class Suspender:
         """Wait for the task deletions still going."""
         if self._settling:
             await asyncio.gather(*self._settling.values(), return_exceptions=True)
+
+
+def _memory(container: containers_pb2.Container) -> tuple[str, int]:
+    """The container's `linux.cgroupsPath` and memory limit in bytes from its OCI spec ("",
+    0 where none)."""
+    linux = json.loads(container.spec.value or b"{}").get("linux") or {}
+    limit = ((linux.get("resources") or {}).get("memory") or {}).get("limit") or 0
+    return str(linux.get("cgroupsPath") or ""), int(limit)
