@@ -2,7 +2,7 @@
 
 runsc refuses to checkpoint while any TCP endpoint exists in the sandbox, TIME_WAIT included.
 So the host closes them first, from its side: new connections from the sandbox's address are
-refused with a TCP reset (the nftables table `inet agentos_quiesce`, set `paused`), then the
+refused with a TCP reset (the nftables table `inet sandbox_quiesce`, set `paused`), then the
 host's own sockets to that address (the agent's long poll to the gateway, keep-alive
 connections, a probe) are destroyed with `ss -K`, which resets the sandbox's ends: an
 endpoint that receives a reset is gone at once, with no TIME_WAIT. The agent's SDK sees a
@@ -17,7 +17,7 @@ import asyncio
 
 from controlplane.runtimes.base import SandboxError
 
-TABLE = "agentos_quiesce"
+TABLE = "sandbox_quiesce"
 TOOL_TIMEOUT_S = 15.0
 
 
