@@ -74,6 +74,7 @@ bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-pu
 bench-lifecycle: bootstrap services ## Create→Ready vs ctr (runc, gVisor), 200 runc agents, simulated 10k, warm-pool claim→Ready vs cold
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.lifecycle --with-simulated
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.warm_pool
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.suspend
 
 bench-operator: bootstrap services ## 1,000 Agents via the operator on 100 KWOK nodes vs via REST
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.operator

@@ -33,6 +33,7 @@ from controlplane.api.rest import (
     model_providers,
     replay,
     runs,
+    suspension,
     tenants,
     whoami,
 )
@@ -96,6 +97,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(tenants.tenant_router)
     app.include_router(tenants.tokens_router)
     app.include_router(agents.router)
+    app.include_router(suspension.router)
     app.include_router(logs.router)
     app.include_router(runs.router)
     app.include_router(model_providers.router)

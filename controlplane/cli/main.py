@@ -64,6 +64,7 @@ from controlplane.cli import agents as _agents  # noqa: E402
 from controlplane.cli import approvals as _approvals  # noqa: E402
 from controlplane.cli import replay as _replay  # noqa: E402
 from controlplane.cli import runs as _runs  # noqa: E402
+from controlplane.cli import suspension as _suspension  # noqa: E402
 from controlplane.cli import tokens as _tokens  # noqa: E402
 
 app.command("apply")(_agents.apply)
@@ -81,6 +82,8 @@ approve_app.command("run")(_approvals.approve_run)
 reject_app.command("run")(_approvals.reject_run)
 replay_app.command("run")(_replay.replay_run)
 app.add_typer(_tokens.token_app, name="token")
+app.add_typer(_suspension.suspend_app, name="suspend")
+app.add_typer(_suspension.resume_app, name="resume")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Optional runtime capabilities: what some backends can do beyond the Runtime port.
 
-Each is a Protocol; a backend has it by having the method (containerd: `Exec` and
-`SweepsLeftovers`; Kubernetes: `NodeCapacity` and `Watches`). Callers ask
+Each is a Protocol; a backend has it by having the method (containerd: `Exec`,
+`SweepsLeftovers` and `Suspends`; Kubernetes: `NodeCapacity` and `Watches`). Callers ask
 `capabilities(runtime)` rather than probing for attributes, so a wrapper such as
 InstrumentedRuntime can answer for the backend it wraps.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from controlplane.domain.scheduling.admission import Node
+from controlplane.runtimes.base import SandboxStatus
 
 
 @runtime_checkable
@@ -67,6 +68,32 @@ class AgentFolders(Protocol):
         ...
 
 
+class SuspensionResult(Protocol):
+    """What a suspend kept (containerd: suspend.Suspension)."""
+
+    @property
+    def memory_kept(self) -> bool: ...  # False: files only, the process starts afresh
+
+    @property
+    def image_bytes(self) -> int: ...  # the checkpoint image on disk (0: none)
+
+
+@runtime_checkable
+class Suspends(Protocol):
+    """Suspends a sandbox so it holds no process, and resumes it (adr/0019-suspend-resume.md):
+    gVisor with its memory, runc with its files only."""
+
+    async def suspend(self, sandbox_id: str) -> SuspensionResult:
+        """Checkpoint or stop the sandbox; idempotent. Raises SandboxError
+        (SuspendUnsupported, CheckpointFailed: it keeps running)."""
+        ...
+
+    async def resume(self, sandbox_id: str) -> SandboxStatus:
+        """Run the suspended sandbox again; idempotent. Raises SandboxError (RestoreFailed,
+        StartFailed, NotFound)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """The optional capabilities of one backend; None where it lacks one."""
@@ -76,6 +103,7 @@ class Capabilities:
     watches: Watches | None = None
     sweeps: SweepsLeftovers | None = None
     folders: AgentFolders | None = None
+    suspends: Suspends | None = None
 
 
 @runtime_checkable
@@ -96,4 +124,5 @@ def capabilities(runtime: object) -> Capabilities:
         watches=runtime if isinstance(runtime, Watches) else None,
         sweeps=runtime if isinstance(runtime, SweepsLeftovers) else None,
         folders=runtime if isinstance(runtime, AgentFolders) else None,
+        suspends=runtime if isinstance(runtime, Suspends) else None,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controlplane.data.repositories.audit import AuditEntry
@@ -394,16 +394,20 @@ async def change_statuses(
             moved.append((change, outcome))
     events = await uow.outbox.add_many(
         [
-            _event(
-                saved_record,
-                "agent.phase_changed",
-                {
-                    "name": saved_record.name,
-                    "from_phase": change.record.phase,
-                    "to_phase": change.to_phase,
-                    "reason": change.reason,
-                    "message": change.message,
-                },
+            replace(
+                _event(
+                    saved_record,
+                    "agent.phase_changed",
+                    {
+                        "name": saved_record.name,
+                        "from_phase": change.record.phase,
+                        "to_phase": change.to_phase,
+                        "reason": change.reason,
+                        "message": change.message,
+                    },
+                ),
+                # v2 adds Suspended to v1's closed enum; every other move stays v1.
+                schema_version=2 if change.to_phase is Phase.SUSPENDED else 1,
             )
             for change, saved_record in moved
         ]

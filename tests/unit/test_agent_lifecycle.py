@@ -30,11 +30,12 @@ from controlplane.domain.agents.model import AgentStatus, parse_agent
 from controlplane.domain.events.envelope import rfc3339
 from controlplane.domain.records import AgentRecord
 
-CREATED, SCHEDULED, STARTING, READY, FAILED, TERMINATING = (
+CREATED, SCHEDULED, STARTING, READY, SUSPENDED, FAILED, TERMINATING = (
     Phase.CREATED,
     Phase.SCHEDULED,
     Phase.STARTING,
     Phase.READY,
+    Phase.SUSPENDED,
     Phase.FAILED,
     Phase.TERMINATING,
 )
@@ -57,6 +58,10 @@ ALLOWED: set[tuple[Phase, Phase]] = {
     (STARTING, TERMINATING),
     (READY, TERMINATING),
     (FAILED, TERMINATING),
+    (READY, SUSPENDED),  # idle for spec.runs.idleSuspendSeconds, or asked to
+    (SUSPENDED, STARTING),  # resume: asked, or a run arrived; Ready again after its probe
+    (SUSPENDED, FAILED),  # the checkpoint or the restore failed
+    (SUSPENDED, TERMINATING),
 }
 
 EVERY_EDGE = list(itertools.product(Phase, Phase))
@@ -70,12 +75,13 @@ def edge_id(edge: tuple[Phase, Phase]) -> str:
 # -- the table ----------------------------------------------------------------------------------
 
 
-def test_the_phases_are_the_six_of_the_lifecycle_in_order() -> None:
+def test_the_phases_are_the_seven_of_the_lifecycle_in_order() -> None:
     assert [str(p) for p in Phase] == [
         "Created",
         "Scheduled",
         "Starting",
         "Ready",
+        "Suspended",
         "Failed",
         "Terminating",
     ]
@@ -104,8 +110,8 @@ def test_an_edge_not_in_the_table_raises_illegal_transition(edge: tuple[Phase, P
     assert (raised.value.current, raised.value.target) == edge
 
 
-def test_the_matrix_covers_thirty_six_edges_sixteen_of_them_allowed() -> None:
-    assert len(EVERY_EDGE) == 36 and len(TABLE_EDGES) == 16
+def test_the_matrix_covers_forty_nine_edges_twenty_of_them_allowed() -> None:
+    assert len(EVERY_EDGE) == 49 and len(TABLE_EDGES) == 20
 
 
 # -- what the table implies -----------------------------------------------------------------------
@@ -127,6 +133,14 @@ def test_ready_is_reached_only_from_starting() -> None:
     assert {src for src, dst in TABLE_EDGES if dst is READY} == {STARTING}
 
 
+def test_only_a_ready_agent_is_suspended() -> None:
+    assert {src for src, dst in TABLE_EDGES if dst is SUSPENDED} == {READY}
+
+
+def test_a_suspended_agent_resumes_through_starting_never_straight_to_ready() -> None:
+    assert TRANSITIONS[SUSPENDED] == frozenset({STARTING, FAILED, TERMINATING})
+
+
 def test_a_failed_agent_does_not_skip_admission_on_restart() -> None:
     assert TRANSITIONS[FAILED] == frozenset({CREATED, TERMINATING})
 
@@ -140,7 +154,7 @@ def test_the_illegal_transition_error_has_a_stable_code_and_names_both_phases() 
 # -- reservations --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("phase", [SCHEDULED, STARTING, READY])
+@pytest.mark.parametrize("phase", [SCHEDULED, STARTING, READY, SUSPENDED])
 def test_an_admitted_agent_holds_quota_and_node_capacity(phase: Phase) -> None:
     assert holds_reservation(phase)
 

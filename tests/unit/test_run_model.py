@@ -243,6 +243,7 @@ def test_spec_runs_has_its_defaults_when_absent() -> None:
         "timeoutSeconds": 600,
         "maxAttempts": 3,
         "approval": "none",
+        "idleSuspendSeconds": 0,
     }
 
 
@@ -254,6 +255,7 @@ def test_spec_runs_takes_values_at_its_bounds() -> None:
         "timeoutSeconds": 86400,
         "maxAttempts": 20,
         "approval": "destructive",
+        "idleSuspendSeconds": 30 * 86400,
     }
     assert parse_agent(agent(runs)).spec.runs.model_dump() == runs
     low = {"concurrency": 1, "timeoutSeconds": 1, "maxAttempts": 1, "approval": "all"}
@@ -273,7 +275,8 @@ def test_spec_runs_takes_values_at_its_bounds() -> None:
         ("maxAttempts", 21),
         ("approval", "some"),
         ("concurrency", True),
-        ("idleSuspendSeconds", 60),
+        ("idleSuspendSeconds", -1),
+        ("idleSuspendSeconds", 30 * 86400 + 1),
     ],
 )
 def test_spec_runs_out_of_bounds_names_the_field(field: str, value: Any) -> None:

@@ -18,10 +18,12 @@ def test_a_backend_without_extras_has_no_capabilities(tmp_path: Path) -> None:
     assert capabilities(ProcessRuntime(tmp_path)) == Capabilities()
 
 
-def test_containerd_can_exec_and_sweep_but_knows_no_nodes(tmp_path: Path) -> None:
+def test_containerd_can_exec_sweep_and_suspend_but_knows_no_nodes(tmp_path: Path) -> None:
     # No call is made: the channel opens on first use.
     backend = ContainerdRuntime(str(tmp_path / "no.sock"), "ns", state_dir=tmp_path)
-    assert capabilities(backend) == Capabilities(exec=backend, sweeps=backend, folders=backend)
+    assert capabilities(backend) == Capabilities(
+        exec=backend, sweeps=backend, folders=backend, suspends=backend
+    )
 
 
 def test_kubernetes_knows_its_nodes_and_watches_but_cannot_exec() -> None:

@@ -39,7 +39,7 @@ from controlplane.domain.errors import (
 )
 from controlplane.domain.selectors import parse_selector
 from controlplane.service import agents as svc
-from controlplane.service import listing
+from controlplane.service import listing, suspension
 from controlplane.service.idempotency import IdempotencyRequest, request_hash
 
 if TYPE_CHECKING:
@@ -253,6 +253,28 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     request.name,
                     expected_resource_version=request.etag or None,
                 )
+            self.container.notify(record.id)
+            return agent_message(record.to_manifest())
+        except BaseException as exc:
+            await self._fail(context, exc)
+            raise
+
+    async def Suspend(self, request: pb.SuspendRequest, context: Any) -> pb.Agent:
+        try:
+            principal = await self._caller(context, request.tenant, Role.EDITOR)
+            async with self.container.uow(principal.audit_name) as uow:
+                record = await suspension.suspend_agent(uow, request.tenant, request.name)
+            self.container.notify(record.id)
+            return agent_message(record.to_manifest())
+        except BaseException as exc:
+            await self._fail(context, exc)
+            raise
+
+    async def Resume(self, request: pb.ResumeRequest, context: Any) -> pb.Agent:
+        try:
+            principal = await self._caller(context, request.tenant, Role.EDITOR)
+            async with self.container.uow(principal.audit_name) as uow:
+                record = await suspension.resume_agent(uow, request.tenant, request.name)
             self.container.notify(record.id)
             return agent_message(record.to_manifest())
         except BaseException as exc:

@@ -28,6 +28,8 @@ from controlplane.controllers.agents.sandbox import (
 )
 from controlplane.controllers.agents.scheduling import restart_delay
 from controlplane.controllers.agents.store import AgentStore
+from controlplane.controllers.agents.suspension import Suspender
+from controlplane.controllers.agents.suspension import state as suspension_state
 from controlplane.controllers.agents.warm_pools import WarmPools
 from controlplane.controllers.machinery.sources import VersionPoller
 from controlplane.domain.agents.lifecycle import Phase, RestartPolicy, restart_decision
@@ -67,6 +69,7 @@ class AgentReconciler:
         # When this process saw each agent's sandbox start (time.monotonic()), for probing a
         # starting agent soon after, not after its create time.
         self._sandbox_started: dict[str, float] = {}
+        self._suspender = Suspender(store, runtimes, self._move, self._set_status)
 
     async def reconcile(self, key: str) -> float | None:
         """One step for agent `key`. Returns seconds until it should be looked at again, or
@@ -86,6 +89,7 @@ class AgentReconciler:
             Phase.SCHEDULED: self._scheduled,
             Phase.STARTING: self._starting,
             Phase.READY: self._ready,
+            Phase.SUSPENDED: self._suspender.suspended,
             Phase.FAILED: self._failed,
         }[record.phase]
         return await handler(record)
@@ -212,7 +216,11 @@ class AgentReconciler:
             )
         try:
             runtime = runtime_for(self.runtimes, record)
-            state = await runtime.status(sandbox_id)
+            if suspension_state(record) == "Resuming":
+                state = await self._suspender.resume(record)
+                self._sandbox_started[record.id] = time.monotonic()
+            else:
+                state = await runtime.status(sandbox_id)
             if state.state is SandboxState.MISSING:
                 await runtime.create(await self._sandbox_spec(record, sandbox_id))
                 state = await runtime.start(sandbox_id)
@@ -265,6 +273,7 @@ class AgentReconciler:
             "the agent answers its readiness probe",
             readyAt=rfc3339(utcnow()),
             conditions=conditions,
+            suspension=None,
         )
         return probe.period_s if probe else self.config.resync_s
 
@@ -275,6 +284,8 @@ class AgentReconciler:
             if sandbox_hash(record.spec) != record.status.sandboxHash:
                 return await self._replace(record)
             await self._set_status(record, observedGeneration=record.generation)
+        if suspension_state(record) == "Suspending":
+            return await self._suspender.suspend(record)
         runtime = runtime_for(self.runtimes, record)
         state = await runtime.status(sandbox_id)
         if state.state in (SandboxState.EXITED, SandboxState.MISSING):
@@ -284,6 +295,8 @@ class AgentReconciler:
                 f"sandbox {state.state.value.lower()} (exit code {state.exit_code})",
                 state.exit_code,
             )
+        if await self._suspender.idle(record):
+            return 0
         probe = probe_spec(record.spec)
         if probe is None:
             return self.config.resync_s

@@ -21,7 +21,7 @@ from controlplane.domain.records import AgentRecord
 from controlplane.domain.scheduling.admission import Decisions, Node, Pending, TenantUsage, schedule
 from controlplane.service import agents as svc
 
-HELD = (Phase.SCHEDULED, Phase.STARTING, Phase.READY)
+HELD = (Phase.SCHEDULED, Phase.STARTING, Phase.READY, Phase.SUSPENDED)
 """Phases whose agents hold their reservation on the tenant's quota and the node."""
 
 

@@ -8,6 +8,8 @@ Pure: no I/O, no framework. The controller decides *when* to move; this module s
         any of them → Failed;  Failed → Created (restart)
         any phase → Terminating (deletion; the record goes when the sandbox is gone)
         Scheduled | Starting | Ready → Created (the sandbox part of the spec changed)
+        Ready → Suspended (idle, or asked); Suspended → Starting (resume: asked, or a run
+        came) → Ready; Suspended → Failed | Terminating
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Phase(StrEnum):
     SCHEDULED = "Scheduled"
     STARTING = "Starting"
     READY = "Ready"
+    SUSPENDED = "Suspended"  # the sandbox checkpointed (or stopped) and holds no process
     FAILED = "Failed"
     TERMINATING = "Terminating"
 
@@ -34,7 +37,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.CREATED: frozenset({Phase.SCHEDULED, Phase.FAILED, Phase.TERMINATING}),
     Phase.SCHEDULED: frozenset({Phase.STARTING, Phase.FAILED, Phase.TERMINATING, Phase.CREATED}),
     Phase.STARTING: frozenset({Phase.READY, Phase.FAILED, Phase.TERMINATING, Phase.CREATED}),
-    Phase.READY: frozenset({Phase.FAILED, Phase.TERMINATING, Phase.CREATED}),
+    Phase.READY: frozenset({Phase.FAILED, Phase.TERMINATING, Phase.CREATED, Phase.SUSPENDED}),
+    Phase.SUSPENDED: frozenset({Phase.STARTING, Phase.FAILED, Phase.TERMINATING}),
     Phase.FAILED: frozenset({Phase.CREATED, Phase.TERMINATING}),
     Phase.TERMINATING: frozenset(),
 }
@@ -59,8 +63,9 @@ def check_transition(current: Phase, target: Phase) -> None:
 
 
 def holds_reservation(phase: Phase) -> bool:
-    """Whether an agent in `phase` holds quota and node capacity (Scheduled onwards)."""
-    return phase in (Phase.SCHEDULED, Phase.STARTING, Phase.READY)
+    """Whether an agent in `phase` holds quota and node capacity (Scheduled onwards). A
+    Suspended agent keeps its reservation, so its resume never waits for capacity."""
+    return phase in (Phase.SCHEDULED, Phase.STARTING, Phase.READY, Phase.SUSPENDED)
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,12 @@ class RunsSpec(Strict):
         default="none",
         description="Which tool calls wait for a human; destructive: those declared so.",
     )
+    idleSuspendSeconds: Int = Field(
+        default=0,
+        ge=0,
+        le=30 * 86400,
+        description="Suspend the agent after this long with no run in flight; 0: never.",
+    )
 
 
 class EgressRule(Strict):
@@ -406,4 +412,9 @@ class AgentStatus(BaseModel):
     exitCode: int | None = None
     sandboxHash: str | None = Field(
         default=None, description="Digest of the spec the sandbox was built from."
+    )
+    suspension: dict[str, Any] | None = Field(
+        default=None,
+        description="While suspended or resuming: state (Suspending, Suspended, Resuming), "
+        "reason, requestedAt, memoryKept, imageBytes (service/suspension.py).",
     )

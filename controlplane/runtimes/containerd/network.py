@@ -156,6 +156,16 @@ class SandboxNetwork:
         )
         return address
 
+    async def restore_address(self, sandbox_id: str, address: str) -> None:
+        """Put the sandbox's address and default route back on its eth0 (idempotent): gVisor's
+        network stack takes them off the namespace when it starts, and a restored sandbox reads
+        them again (adr/0019-suspend-resume.md). Raises SandboxError("NetworkError")."""
+        s = self.settings
+        prefix = ipaddress.ip_network(s.subnet).prefixlen
+        enter = ("nsenter", f"--net={self.netns_path(sandbox_id)}", "ip")
+        await _run(*enter, "addr", "replace", f"{address}/{prefix}", "dev", IFNAME)
+        await _run(*enter, "route", "replace", "default", "via", s.host_address)
+
     async def detach(self, sandbox_id: str) -> None:
         """Release the sandbox's address and firewall element, remove its namespace (and with
         it the veth pair). No error for what is already gone."""

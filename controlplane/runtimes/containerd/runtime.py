@@ -85,6 +85,8 @@ from controlplane.runtimes.containerd.oci_spec import (
     shares_host_network,
 )
 from controlplane.runtimes.containerd.snapshots import Leases, Snapshots
+from controlplane.runtimes.containerd.suspend import Suspension, sweep_images
+from controlplane.runtimes.containerd.suspender import Suspender
 from controlplane.runtimes.containerd.tasks import KILL_WAIT_S, Tasks
 from controlplane.runtimes.probes import heartbeat_fresh, http_get_ok, probe_url
 
@@ -131,6 +133,9 @@ class ContainerdRuntime:
         self._leases = Leases(self._conn)
         self._images = ImageStore(self._conn, self._snapshots, self._leases)
         self._tasks = Tasks(self._conn)
+        self._suspender = Suspender(
+            self, self._conn, self._get_container, self._tasks, self._snapshots
+        )
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -454,13 +459,25 @@ class ContainerdRuntime:
             await self.network.detach(sandbox_id)
         await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sandbox_id), True)
 
+    async def suspend(self, sandbox_id: str) -> Suspension:
+        """Suspend the sandbox: gVisor checkpoints memory and files, runc keeps files only;
+        no process is left (suspender.py). Idempotent. Raises SandboxError (NotFound,
+        SuspendUnsupported, CheckpointFailed: the sandbox keeps running)."""
+        return await self._suspender.suspend(sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> SandboxStatus:
+        """Resume a suspended sandbox (suspender.py); a running one is left alone. Raises
+        SandboxError (NotFound, RestoreFailed, StartFailed)."""
+        return await self._suspender.resume(sandbox_id)
+
     async def sweep(self, keep: set[str]) -> int:
-        """Remove network namespaces, address leases and firewall elements of this namespace
-        that belong to no sandbox in `keep` (what a crash between steps leaves). Returns how
-        many sandboxes' leftovers were removed."""
+        """Remove network namespaces, address leases, firewall elements and checkpoint images
+        of this namespace that belong to no sandbox in `keep` (what a crash between steps
+        leaves). Returns how many sandboxes' leftovers were removed."""
+        images = await asyncio.to_thread(sweep_images, self.state_dir, self.namespace, keep)
         if self.network is None:
-            return 0
-        return await self.network.sweep(keep)
+            return images
+        return images + await self.network.sweep(keep)
 
     async def logs(self, sandbox_id: str, tail_lines: int = 100) -> str:
         """The last `tail_lines` lines of the sandbox's stdout and stderr, interleaved as
@@ -478,6 +495,7 @@ class ContainerdRuntime:
         return {c.id: c.labels.get(LABEL_AGENT_ID, "") for c in resp.containers}
 
     async def close(self) -> None:
+        await self._suspender.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -53,9 +53,12 @@ class Tasks:
         process: task_pb2.Process = resp.process
         return process
 
-    async def create(self, sandbox_id: str, rootfs: list[Any], log: Path) -> None:
-        """tasks.Create on the `rootfs` mounts, output appended to `log`; an existing task is
-        left alone. Raises SandboxError("CreateFailed") when the runtime refuses it."""
+    async def create(
+        self, sandbox_id: str, rootfs: list[Any], log: Path, options: any_pb2.Any | None = None
+    ) -> None:
+        """tasks.Create on the `rootfs` mounts, output appended to `log` (`options`: the
+        shim's, e.g. a checkpoint to restore); an existing task is left alone. Raises
+        SandboxError("CreateFailed") when the runtime refuses it."""
         await asyncio.to_thread(log.parent.mkdir, parents=True, exist_ok=True)
         # The runc shim's file:// IO: it creates the file and copies stdout *and* stderr
         # into the one path given as stdout.
@@ -63,7 +66,7 @@ class Tasks:
         try:
             await self._conn.tasks.Create(
                 tasks_pb2.CreateTaskRequest(
-                    container_id=sandbox_id, rootfs=rootfs, stdout=uri, stderr=uri
+                    container_id=sandbox_id, rootfs=rootfs, stdout=uri, stderr=uri, options=options
                 ),
                 metadata=self._conn.metadata(),
                 timeout=self._conn.rpc_timeout_s,

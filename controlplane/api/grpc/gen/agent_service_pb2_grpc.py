@@ -64,6 +64,16 @@ class AgentServiceStub:
                 request_serializer=agentos_dot_v1_dot_agent__service__pb2.WatchRequest.SerializeToString,
                 response_deserializer=agentos_dot_v1_dot_agent__service__pb2.WatchEvent.FromString,
                 _registered_method=True)
+        self.Suspend = channel.unary_unary(
+                '/agentos.v1.AgentService/Suspend',
+                request_serializer=agentos_dot_v1_dot_agent__service__pb2.SuspendRequest.SerializeToString,
+                response_deserializer=agentos_dot_v1_dot_agent__service__pb2.Agent.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/agentos.v1.AgentService/Resume',
+                request_serializer=agentos_dot_v1_dot_agent__service__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=agentos_dot_v1_dot_agent__service__pb2.Agent.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -113,6 +123,22 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Suspend(self, request, context):
+        """Suspend a Ready agent (adr/0019-suspend-resume.md): Suspended once its sandbox holds no
+        process (gVisor keeps memory and files, runc files only). ABORTED (CONFLICT) in another
+        phase.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Resume a Suspended agent (Starting, then Ready); a Starting or Ready one is returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +171,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=agentos_dot_v1_dot_agent__service__pb2.WatchRequest.FromString,
                     response_serializer=agentos_dot_v1_dot_agent__service__pb2.WatchEvent.SerializeToString,
+            ),
+            'Suspend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Suspend,
+                    request_deserializer=agentos_dot_v1_dot_agent__service__pb2.SuspendRequest.FromString,
+                    response_serializer=agentos_dot_v1_dot_agent__service__pb2.Agent.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=agentos_dot_v1_dot_agent__service__pb2.ResumeRequest.FromString,
+                    response_serializer=agentos_dot_v1_dot_agent__service__pb2.Agent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +345,60 @@ class AgentService:
             '/agentos.v1.AgentService/Watch',
             agentos_dot_v1_dot_agent__service__pb2.WatchRequest.SerializeToString,
             agentos_dot_v1_dot_agent__service__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Suspend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentos.v1.AgentService/Suspend',
+            agentos_dot_v1_dot_agent__service__pb2.SuspendRequest.SerializeToString,
+            agentos_dot_v1_dot_agent__service__pb2.Agent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentos.v1.AgentService/Resume',
+            agentos_dot_v1_dot_agent__service__pb2.ResumeRequest.SerializeToString,
+            agentos_dot_v1_dot_agent__service__pb2.Agent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -140,3 +140,19 @@ class WaitResponse(_message.Message):
     exit_status: int
     exited_at: _timestamp_pb2.Timestamp
     def __init__(self, exit_status: _Optional[int] = ..., exited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CheckpointTaskRequest(_message.Message):
+    __slots__ = ("container_id", "parent_checkpoint", "options")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    parent_checkpoint: str
+    options: _any_pb2.Any
+    def __init__(self, container_id: _Optional[str] = ..., parent_checkpoint: _Optional[str] = ..., options: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+
+class CheckpointTaskResponse(_message.Message):
+    __slots__ = ("descriptors",)
+    DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    descriptors: _containers.RepeatedCompositeFieldContainer[_containerd_types_pb2.Descriptor]
+    def __init__(self, descriptors: _Optional[_Iterable[_Union[_containerd_types_pb2.Descriptor, _Mapping]]] = ...) -> None: ...

@@ -75,6 +75,11 @@ class TasksStub:
                 request_serializer=containerd__tasks__pb2.WaitRequest.SerializeToString,
                 response_deserializer=containerd__tasks__pb2.WaitResponse.FromString,
                 _registered_method=True)
+        self.Checkpoint = channel.unary_unary(
+                '/containerd.services.tasks.v1.Tasks/Checkpoint',
+                request_serializer=containerd__tasks__pb2.CheckpointTaskRequest.SerializeToString,
+                response_deserializer=containerd__tasks__pb2.CheckpointTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServicer:
@@ -128,6 +133,12 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Checkpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +181,11 @@ def add_TasksServicer_to_server(servicer, server):
                     servicer.Wait,
                     request_deserializer=containerd__tasks__pb2.WaitRequest.FromString,
                     response_serializer=containerd__tasks__pb2.WaitResponse.SerializeToString,
+            ),
+            'Checkpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checkpoint,
+                    request_deserializer=containerd__tasks__pb2.CheckpointTaskRequest.FromString,
+                    response_serializer=containerd__tasks__pb2.CheckpointTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +404,33 @@ class Tasks:
             '/containerd.services.tasks.v1.Tasks/Wait',
             containerd__tasks__pb2.WaitRequest.SerializeToString,
             containerd__tasks__pb2.WaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checkpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.tasks.v1.Tasks/Checkpoint',
+            containerd__tasks__pb2.CheckpointTaskRequest.SerializeToString,
+            containerd__tasks__pb2.CheckpointTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
