@@ -166,9 +166,12 @@ async def test_sandbox_lifecycle(
     assert info["Labels"][LABEL_MANAGED] == "true"
     assert info["Labels"][LABEL_AGENT_ID] == spec.agent_id
     assert info["Labels"][LABEL_TENANT] == "acme"
+    # gVisor runs through the runc shim with runsc as BinaryName when both are set (from_env).
     want_runtime = settings[
         "AGENTOS_RUNC_RUNTIME" if runtime_class == "runc" else "AGENTOS_RUNSC_RUNTIME"
     ]
+    if runtime_class == "gvisor" and settings["AGENTOS_RUNSC_BINARY"]:
+        want_runtime = "io.containerd.runc.v2"
     assert info["Runtime"]["Name"] == want_runtime
     oci = info["Spec"]
     assert oci["linux"]["resources"]["memory"]["limit"] == MEMORY_BYTES

@@ -187,7 +187,9 @@ async def test_a_runc_sandbox_keeps_its_files_but_not_its_memory(
 
 async def test_gvisor_by_runtime_name_cannot_suspend(tmp_path: Path) -> None:
     name = service_setting("AGENTOS_RUNSC_RUNTIME", "gVisor by runtime name")
-    rt = ContainerdRuntime.from_env(suspend_env(tmp_path, AGENTOS_RUNSC_RUNTIME=name))
+    rt = ContainerdRuntime.from_env(
+        suspend_env(tmp_path, AGENTOS_RUNSC_RUNTIME=name, AGENTOS_RUNSC_BINARY="")
+    )
     try:
         rt.made = []  # type: ignore[attr-defined]
         sid, _ = await running_counter(rt, "gvisor")
@@ -288,7 +290,9 @@ async def test_a_runtime_that_cannot_suspend_leaves_the_agent_ready_with_a_condi
     pg_engine: AsyncEngine, pg_url: str, nc: NATS, tmp_path: Path
 ) -> None:
     name = service_setting("AGENTOS_RUNSC_RUNTIME", "gVisor by runtime name")
-    by_name = ContainerdRuntime.from_env(suspend_env(tmp_path, AGENTOS_RUNSC_RUNTIME=name))
+    by_name = ContainerdRuntime.from_env(
+        suspend_env(tmp_path, AGENTOS_RUNSC_RUNTIME=name, AGENTOS_RUNSC_BINARY="")
+    )
     try:
         runtimes: dict[str, Runtime] = {"runc": by_name, "gvisor": by_name}
         async with control_plane(pg_engine, pg_url, nc, runtimes) as plane:

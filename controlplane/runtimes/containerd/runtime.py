@@ -144,8 +144,8 @@ class ContainerdRuntime:
 
         CONTAINERD_ADDRESS (required), CONTAINERD_NAMESPACE (default "agentos"),
         CONTAINERD_SNAPSHOTTER (default "overlayfs"), AGENTOS_RUNC_RUNTIME (default
-        io.containerd.runc.v2), AGENTOS_RUNSC_RUNTIME (gVisor by runtime name) or else
-        AGENTOS_RUNSC_BINARY (gVisor as the runc shim's BinaryName), AGENTOS_SANDBOX_DIR
+        io.containerd.runc.v2), AGENTOS_RUNSC_BINARY (gVisor as the runc shim's BinaryName; it
+        can suspend) or else AGENTOS_RUNSC_RUNTIME (gVisor by runtime name), AGENTOS_SANDBOX_DIR
         (default /var/lib/agentos/sandboxes).
         Without either runsc variable there is no `gvisor` runtime class.
         """
@@ -155,15 +155,17 @@ class ContainerdRuntime:
             raise SandboxError("RuntimeUnavailable", "CONTAINERD_ADDRESS is not set")
         runsc_binary = env.get("AGENTOS_RUNSC_BINARY", "")
         runtimes = {"runc": RuntimeClass(runtime=env.get("AGENTOS_RUNC_RUNTIME") or RUNC_V2)}
-        if env.get("AGENTOS_RUNSC_RUNTIME"):
-            runtimes["gvisor"] = RuntimeClass(
-                runtime=env["AGENTOS_RUNSC_RUNTIME"],
-                host_network=False,
-            )
-        elif runsc_binary:
+        # BinaryName first: containerd 1.6 checkpoints only runtimes named io.containerd.runc.*,
+        # so only that route can suspend (adr/0019-suspend-resume.md).
+        if runsc_binary:
             runtimes["gvisor"] = RuntimeClass(
                 runtime=RUNC_V2,
                 binary_name=runsc_binary,
+                host_network=False,
+            )
+        elif env.get("AGENTOS_RUNSC_RUNTIME"):
+            runtimes["gvisor"] = RuntimeClass(
+                runtime=env["AGENTOS_RUNSC_RUNTIME"],
                 host_network=False,
             )
         return cls(
