@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from controlplane.api.console import ConsoleNotBuilt, check_built
@@ -37,6 +38,8 @@ APPROVAL_AGENT = ROOT / "tests" / "agents" / "approval_agent.py"
 SECRET = f"sk-double-{uuid.uuid4().hex}"
 KEY_ENV = "AGENTOS_TEST_MODEL_KEY_DOUBLE"
 LIVE_S = 90_000  # ms: an agent's way to Ready, a run's to its end
+# The examples `make run` applies that need no containerd (runtime class `process`).
+EXAMPLES = ("tool-agent.yaml", "python-heartbeat.yaml", "checkpoint-agent.yaml")
 
 
 @dataclass
@@ -200,6 +203,26 @@ def test_a_token_logs_in_and_agents_reach_ready_on_screen_without_a_reload(
     expect(page.locator("ol.timeline li").last).to_contain_text("Ready")
     console.go("#/platform")
     expect(page.get_by_role("table", name="Outbox events by state")).to_be_visible()
+    console.check_clean()
+
+
+def test_the_examples_applied_while_the_page_is_open_reach_ready_on_screen(
+    console: Console, world: World
+) -> None:
+    tenant = tenant_name()
+    assert world.plane.http.put(f"/api/v1/tenants/{tenant}", json={"quota": {}}).status_code < 300
+    page = console.login(world.admin, f"#/agents?tenant={tenant}")
+    expect(page.get_by_role("heading", name="Agents")).to_be_visible()
+    page.evaluate("window.__sameDocument = true")
+    names = []
+    for example in EXAMPLES:
+        manifest = yaml.safe_load((ROOT / "examples" / "agents" / example).read_text())
+        names.append(manifest["metadata"]["name"])
+        answer = world.plane.http.post(f"/api/v1/tenants/{tenant}/agents", json=manifest)
+        assert answer.status_code == 201, answer.text
+    for name in names:
+        expect(_phase(page, f"tr[data-agent={name}]")).to_have_text("Ready", timeout=LIVE_S)
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     console.check_clean()
 
 
