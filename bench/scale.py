@@ -45,6 +45,7 @@ from bench.api_load import manifest
 from controlplane.data.engine import create_engine
 from controlplane.data.outbox.relay_store import RelayStore
 from controlplane.service.listing import encode_continue
+from harness.bulk import agent_name, fill_agents
 from harness.ports import free_port
 from harness.postgres import create_database, drop_database
 from harness.stats import percentile
@@ -58,51 +59,13 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _name(i: int) -> str:
-    return f"agent-{i:07d}"
-
-
-# Every agent gets the spec and status of a template made through the API (so rows are what
-# the service writes), labels team=t0..t9, ten outbox rows (the last UNPUBLISHED of the table
-# still OutboxWritten) and three transitions.
-_FILL = [
-    """INSERT INTO agents (id, tenant, name, labels, annotations, spec, status, phase,
-         generation, resource_version, created_at, updated_at, priority, request_cpu_millis,
-         request_memory_bytes, node)
-       SELECT md5('a' || i)::uuid::text, t.tenant, 'agent-' || lpad(i::text, 7, '0'),
-         jsonb_build_object('team', 't' || (i % 10), 'bench', 'scale'), '{}', t.spec,
-         t.status, t.phase, 1, 1, now(), now(), t.priority, t.request_cpu_millis,
-         t.request_memory_bytes, t.node
-       FROM generate_series(1, :n) AS i, (SELECT * FROM agents WHERE name = 'template') AS t""",
-    """INSERT INTO agent_transitions (agent_id, tenant, from_phase, to_phase, reason, message,
-         occurred_at)
-       SELECT md5('a' || i)::uuid::text, :tenant, p.f, p.t, 'Bench', '', now()
-       FROM generate_series(1, :n) AS i,
-         (VALUES (NULL, 'Created'), ('Created', 'Pending'), ('Pending', 'Running')) AS p(f, t)""",
-    """INSERT INTO aggregate_sequences (aggregate_type, aggregate_id, last_sequence)
-       SELECT 'agent', md5('a' || i)::uuid::text, 10 FROM generate_series(1, :n) AS i""",
-    """INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type, aggregate_id,
-         sequence, tenant_id, agent_id, occurred_at, payload, state, next_attempt_at,
-         published_at)
-       SELECT md5('e' || i || '.' || s)::uuid::text, 'agent.phase_changed', 1, 'agent',
-         md5('a' || i)::uuid::text, s, :tenant, md5('a' || i)::uuid::text, now(), '{}',
-         'Published', now(), now()
-       FROM generate_series(1, :n) AS i, generate_series(1, 10) AS s
-       ORDER BY i, s""",
-    """UPDATE outbox SET state = 'OutboxWritten', published_at = NULL
-       WHERE id > (SELECT max(id) FROM outbox) - :unpublished""",
-]
-
-
 async def fill(url: str, n: int) -> float:
     """Add `n` agents (and their rows) next to the template; seconds it took."""
     started = time.perf_counter()
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
-            params = {"n": n, "tenant": TENANT, "unpublished": UNPUBLISHED}
-            for statement in _FILL:
-                await conn.execute(text(statement), params)
+            await fill_agents(conn, TENANT, n, unpublished=UNPUBLISHED)
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("ANALYZE"))
@@ -215,10 +178,10 @@ async def _api_figures(
     async def ok(url: str, **params: Any) -> None:
         (await client.get(url, params=params)).raise_for_status()
 
-    deep = encode_continue(_name(size // 2))
-    await timed(20, lambda i: ok(f"{path}/{_name(rng.randint(1, size))}"))  # warm-up
+    deep = encode_continue(agent_name(size // 2))
+    await timed(20, lambda i: ok(f"{path}/{agent_name(rng.randint(1, size))}"))  # warm-up
     return {
-        "get": await timed(requests, lambda i: ok(f"{path}/{_name(rng.randint(1, size))}")),
+        "get": await timed(requests, lambda i: ok(f"{path}/{agent_name(rng.randint(1, size))}")),
         "list_first_page": await timed(requests, lambda i: ok(path, limit=100)),
         "list_deep_page": await timed(
             requests, lambda i: ok(path, limit=100, **{"continue": deep})

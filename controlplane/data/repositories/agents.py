@@ -120,7 +120,10 @@ class AgentRepository:
         """Up to `limit` agents of `tenant` whose labels satisfy `requirements`, by name,
         after the name `after` (keyset pagination: stable under concurrent writes)."""
         query = select(agents).where(
-            agents.c.tenant == tenant, label_condition(agents.c.labels, requirements)
+            agents.c.tenant == tenant,
+            label_condition(
+                agents.c.labels, requirements, postgres=self._conn.dialect.name == "postgresql"
+            ),
         )
         if after is not None:
             query = query.where(agents.c.name > after)
