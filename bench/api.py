@@ -14,7 +14,7 @@ One JSON line per figure, then a summary line with `bare_saturation_per_s`,
 PostgreSQL share the machine's cores (`cpus`); `load_average` is read before and after, so a
 noisy run shows it.
 
-    python -m bench.api [--seconds 6] [--workers 1] [--concurrency 16]
+    python -m bench.api [--seconds 6] [--workers 2] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ async def phases(
     )
     half = round(bare_sat["throughput_per_s"] / 2, 1)
     log(f"latency at 0.5 X = {half}/s: bare, GET")
-    at_half = {"mode": "open", "rate": half, "seconds": args.seconds, "concurrency": 64}
+    at_half = {"mode": "open", "rate": half, **common}
     figures.append({"figure": "bare_at_half_x", **await load(base_port, "bare", **bare, **at_half)})
     figures.append({"figure": "get_at_half_x", **await load(api_port, "get", **get, **at_half)})
     return figures
@@ -250,7 +250,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=6.0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=16)
     return p
 

@@ -34,10 +34,8 @@ class ApiContext:
         self.settings = s
         self.limiter = TokenBucketLimiter(s.rate_limit_per_s, s.rate_limit_burst)
         # Reads of one statement need no transaction: autocommit spares BEGIN and ROLLBACK,
-        # two of a GET's three round trips. Same pool as the engine's.
-        self.reads: AsyncEngine = container.engine.execution_options(
-            isolation_level="AUTOCOMMIT"
-        )
+        # two round trips of every such read. Same pool as the engine's.
+        self.reads: AsyncEngine = container.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._cache: dict[str, _Cached] = {}
         self._cache_ttl_s = s.auth_cache_ttl_s
 
