@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap run up services services-down services-status lint format test \
-        test-unit test-integration bench bench-outbox bench-lifecycle bench-api bench-operator bench-runs bench-gateway k8s-tools proto-containerd \
+        test-unit test-integration bench bench-outbox bench-lifecycle bench-api bench-scale bench-operator bench-runs bench-gateway k8s-tools proto-containerd \
         proto-api crds chart-files kustomize chart-test image console clean
 
 help: ## List the targets
@@ -66,7 +66,7 @@ test-unit: bootstrap
 test-integration: bootstrap services
 	set -a; . .services/env; set +a; $(UV) run --frozen pytest -ra tests/integration tests/e2e $(PYTEST_ARGS)
 
-bench: bench-outbox bench-lifecycle bench-api bench-operator bench-runs bench-gateway ## Every benchmark (one JSON line per figure)
+bench: bench-outbox bench-lifecycle bench-api bench-scale bench-operator bench-runs bench-gateway ## Every benchmark (one JSON line per figure)
 
 bench-outbox: bootstrap services ## Relay vs raw JetStream publish; commit-to-published latency
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.outbox
@@ -82,8 +82,11 @@ bench-operator: bootstrap services ## 1,000 Agents via the operator on 100 KWOK 
 bench-gateway: bootstrap services ## Model proxy overhead at 200 requests/s: the test-double upstream direct vs through the gateway
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.gateway
 
-bench-api: bootstrap services ## REST creates 200/s and GETs 1,000/s on PostgreSQL vs a bare FastAPI PK SELECT
+bench-api: bootstrap services ## REST GET and create saturation vs a bare FastAPI PK SELECT (X); GET p95 at 0.5 X
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.api
+
+bench-scale: bootstrap services ## list, get, watch-from-now, relay queries at 1k vs 100k agents (1M outbox rows)
+	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.scale
 
 bench-runs: bootstrap services ## Runs: create→handler latency vs raw JetStream, 50 agents' runs/s, kill -9 recovery
 	set -a; . .services/env; set +a; $(UV) run --frozen python -m bench.runs

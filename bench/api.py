@@ -1,14 +1,20 @@
-"""Benchmark: the REST API on PostgreSQL with the simulated runtime, from a loopback load
-generator, against a bare FastAPI endpoint doing one primary-key SELECT (the baseline).
+"""Benchmark: the REST API on PostgreSQL against a bare FastAPI endpoint doing one
+primary-key SELECT (the physical limit of "FastAPI + one query" on this machine).
 
-Not a test. Starts, on a fresh PostgreSQL database, `agentos serve` (API + controller on the
-simulated runtime; auth, rate limit off) and a bare FastAPI app in another process, then
-drives them *open-loop* (requests are sent on a fixed schedule whatever the answers, and
-latency is counted from the scheduled time, so a slow server cannot hide its queue):
-creates at 200/s, GETs at 1,000/s, and the baseline's GETs at 1,000/s. Prints one JSON
-line: p50/p95/p99 in ms, error rate, achieved rate, and get-p95 / baseline-p95.
+Not a test. Starts, on a fresh PostgreSQL database, `agentos serve` (the API component;
+auth on, rate limit off) and the bare app in processes of their own, with the same number of
+worker processes each (`--workers`), then drives them from a third process, bench/api_load.py:
 
-    python -m bench.api [--seconds 10] [--create-rate 200] [--get-rate 1000]
+1. the bare endpoint's saturation throughput X (closed loop, `--concurrency` connections);
+2. Agent OS GET and create saturation, measured the same way;
+3. at 0.5 X offered (open loop), GET p95 against the bare endpoint's p95.
+
+One JSON line per figure, then a summary line with `bare_saturation_per_s`,
+`get_saturation_ratio`, `create_saturation_ratio` beside the latencies. Client, servers and
+PostgreSQL share the machine's cores (`cpus`); `load_average` is read before and after, so a
+noisy run shows it.
+
+    python -m bench.api [--seconds 6] [--workers 2] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -17,23 +23,24 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+import tempfile
 from typing import Any
 
 import httpx
 
+from bench.api_load import manifest
 from harness.ports import free_port
 from harness.postgres import create_database, drop_database
-from harness.stats import percentile
 from harness.waiting import wait_until
 
-GOAL = {"create_p95_ms": 20.0, "get_p95_ms": 5.0, "error_rate": 0.0}
+GOAL = {
+    "get_saturation_ratio": 0.8,
+    "create_saturation_ratio": 0.4,
+    "get_p95_vs_bare_at_half_x": 2.0,
+}
 
 
 def log(msg: str) -> None:
@@ -66,102 +73,6 @@ def baseline_app() -> Any:
     return app
 
 
-class Loopback:
-    """A minimal HTTP/1.1 keep-alive client over `size` connections: the load generator.
-
-    httpx spends milliseconds of CPU per request once thousands wait for its pool, and the
-    generator shares two cores with the server and PostgreSQL; this one spends microseconds,
-    so what is measured is the server.
-    """
-
-    def __init__(self, port: int, headers: dict[str, str], size: int = 64) -> None:
-        self.port = port
-        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.size = size
-        self.pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.Queue()
-        )
-
-    async def open(self) -> None:
-        for _ in range(self.size):
-            self.pool.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
-
-    async def close(self) -> None:
-        while not self.pool.empty():
-            _, writer = self.pool.get_nowait()
-            writer.close()
-
-    async def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        """(status, body) of one request on a pooled connection."""
-        payload = json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.extra}"
-        head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        reader, writer = await self.pool.get()
-        try:
-            writer.write(head.encode() + b"\r\n" + payload)
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            data = await reader.readexactly(length)
-        finally:
-            self.pool.put_nowait((reader, writer))
-        return int(status_line.split()[1]), data
-
-
-async def open_loop(rate: float, seconds: float, request: Callable[[int], Any]) -> dict[str, Any]:
-    """Send `request(i)` at `rate` per second for `seconds`; latency from the schedule."""
-    total = int(rate * seconds)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    start = time.perf_counter() + 0.05
-
-    async def one(i: int) -> None:
-        scheduled = start + i / rate
-        try:
-            status = await request(i)
-            ok, reason = status < 400, str(status)
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            ok, reason = False, type(exc).__name__
-        latencies.append((time.perf_counter() - scheduled) * 1000)
-        if not ok:
-            errors[reason] = errors.get(reason, 0) + 1
-
-    tasks = []
-    for i in range(total):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    return {
-        "requests": total,
-        "rate_per_s": rate,
-        "achieved_per_s": round(total / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p95_ms": round(percentile(latencies, 95), 2),
-        "p99_ms": round(percentile(latencies, 99), 2),
-        "error_rate": round(sum(errors.values()) / total, 4),
-        "errors": errors,
-    }
-
-
-def manifest(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "agentos.io/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": name, "labels": {"bench": "api"}},
-        "spec": {"image": "bench/none", "runtime": {"class": "runc"}, "command": ["true"]},
-    }
-
-
 def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -176,25 +87,124 @@ def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[byt
     return proc
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+async def load(port: int, kind: str, **options: Any) -> dict[str, Any]:
+    """One phase of bench/api_load.py in its own process; its JSON summary."""
+    cmd = [sys.executable, "-m", "bench.api_load", "--port", str(port), "--kind", kind]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        cmd += [flag] if value is True else [flag, str(value)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed: {err.decode()}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def serve_env(url: str, port: int, workers: int) -> dict[str, str]:
+    """`agentos serve` as the API alone (what a Deployment of the API runs): no controller,
+    no relay, no gRPC, no rate limit; `workers` REST processes."""
+    env = {
+        **os.environ,
+        "AGENTOS_DATABASE_URL": url,
+        "AGENTOS_COMPONENTS": "api",
+        "AGENTOS_API_WORKERS": str(workers),
+        "AGENTOS_RUNTIME": "simulated",
+        "AGENTOS_PORT": str(port),
+        "AGENTOS_GRPC_PORT": "0",
+        "AGENTOS_RATE_LIMIT_PER_S": "0",
+        "AGENTOS_LOG_LEVEL": "warning",
+        "AGENTOS_EMBEDDED_NATS": "false",
+    }
+    env.pop("AGENTOS_NATS_URL", None)
+    return env
+
+
+async def seed(port: int, token: str, n: int) -> tuple[list[str], list[str]]:
+    """`n` agents made through the API: (names, ids)."""
+    names, ids = [], []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as c:
+        for i in range(n):
+            r = await c.post("/api/v1/tenants/bench/agents", json=manifest(f"seed-{i}"))
+            r.raise_for_status()
+            names.append(r.json()["metadata"]["name"])
+            ids.append(r.json()["metadata"]["uid"])
+    return names, ids
+
+
+async def phases(
+    args: argparse.Namespace, api_port: int, base_port: int, token: str, folder: str
+) -> list[dict[str, Any]]:
+    """Every figure of the run, in order: saturations, then latencies at 0.5 X."""
+    names, ids = await seed(api_port, token, 200)
+    for what, targets in (("names", names), ("ids", ids)):
+        with open(f"{folder}/{what}.json", "w") as f:
+            json.dump(targets, f)
+    common = {"seconds": args.seconds, "concurrency": args.concurrency}
+    get = {"targets": f"{folder}/names.json", "token": token}
+    bare = {"targets": f"{folder}/ids.json"}
+    create = {"token": token, "idempotency_key": True}
+    # Warm-up: connections, caches, JIT-free but allocator-warm processes.
+    await load(base_port, "bare", **bare, seconds=1)
+    await load(api_port, "get", **get, seconds=1)
+    await load(api_port, "create", **create, prefix="warm", seconds=1)
+    figures = []
+    log("saturation: bare, GET, create")
+    bare_sat = await load(base_port, "bare", **bare, **common)
+    figures.append({"figure": "bare_saturation", **bare_sat})
+    figures.append({"figure": "get_saturation", **await load(api_port, "get", **get, **common)})
+    figures.append(
+        {"figure": "create_saturation", **await load(api_port, "create", **create, **common)}
+    )
+    half = round(bare_sat["throughput_per_s"] / 2, 1)
+    log(f"latency at 0.5 X = {half}/s: bare, GET")
+    at_half = {"mode": "open", "rate": half, **common}
+    figures.append({"figure": "bare_at_half_x", **await load(base_port, "bare", **bare, **at_half)})
+    figures.append({"figure": "get_at_half_x", **await load(api_port, "get", **get, **at_half)})
+    return figures
+
+
+def summary(figures: list[dict[str, Any]], conditions: dict[str, Any]) -> dict[str, Any]:
+    by = {f["figure"]: f for f in figures}
+    x = by["bare_saturation"]["throughput_per_s"]
+    get_ratio = round(by["get_saturation"]["throughput_per_s"] / x, 3)
+    create_ratio = round(by["create_saturation"]["throughput_per_s"] / x, 3)
+    p95_ratio = round(by["get_at_half_x"]["p95_ms"] / by["bare_at_half_x"]["p95_ms"], 2)
+    errors = sum(f["error_rate"] for f in figures)
+    return {
+        "figure": "summary",
+        "bare_saturation_per_s": x,
+        "get_saturation_per_s": by["get_saturation"]["throughput_per_s"],
+        "create_saturation_per_s": by["create_saturation"]["throughput_per_s"],
+        "get_saturation_ratio": get_ratio,
+        "create_saturation_ratio": create_ratio,
+        "get_p95_ms_at_half_x": by["get_at_half_x"]["p95_ms"],
+        "bare_p95_ms_at_half_x": by["bare_at_half_x"]["p95_ms"],
+        "get_p95_vs_bare_at_half_x": p95_ratio,
+        "get_p50_ms_at_half_x": by["get_at_half_x"]["p50_ms"],
+        "create_p95_ms_at_saturation": by["create_saturation"]["p95_ms"],
+        **conditions,
+        "goal": GOAL,
+        "goal_met": (
+            get_ratio >= GOAL["get_saturation_ratio"]
+            and create_ratio >= GOAL["create_saturation_ratio"]
+            and p95_ratio <= GOAL["get_p95_vs_bare_at_half_x"]
+            and errors == 0
+        ),
+    }
+
+
+async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    load_before = os.getloadavg()
     admin_dsn = os.environ["AGENTOS_PG_ADMIN_DSN"]
     name, url = await create_database(
         admin_dsn, os.environ["AGENTOS_DATABASE_URL"], "agentos_bench_api"
     )
     api_port, base_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AGENTOS_DATABASE_URL": url,
-        "AGENTOS_RUNTIME": "simulated",
-        "AGENTOS_PORT": str(api_port),
-        "AGENTOS_GRPC_PORT": "0",
-        "AGENTOS_RATE_LIMIT_PER_S": "0",
-        "AGENTOS_LOG_LEVEL": "warning",
-        "AGENTOS_NODE_MAX_AGENTS": "1000000",
-        # The API alone, as measured before the embedded nats-server existed: no relay.
-        "AGENTOS_EMBEDDED_NATS": "false",
-    }
-    env.pop("AGENTOS_NATS_URL", None)
+    env = serve_env(url, api_port, args.workers)
     made = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "controlplane.cli.main", "token", "create", "--principal",
@@ -209,81 +219,42 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     base = start(
         [sys.executable, "-m", "uvicorn", "--factory", "bench.api:baseline_app", "--port",
-         str(base_port), "--log-level", "warning", "--no-access-log"],
+         str(base_port), "--log-level", "warning", "--no-access-log", "--workers",
+         str(args.workers)],
         env,
         f"http://127.0.0.1:{base_port}/baseline/none",
     )  # fmt: skip
-    api = Loopback(api_port, {"Authorization": f"Bearer {token}"})
-    bare = Loopback(base_port, {})
     try:
-        await api.open()
-        await bare.open()
-        for i in range(50):  # warm-up: connections, the tenant, caches
-            await api.request("POST", "/api/v1/tenants/bench/agents", manifest(f"warm-{i}"))
-        names: list[str] = []
-        ids: list[str] = []
-
-        async def create(i: int) -> int:
-            status, data = await api.request(
-                "POST",
-                "/api/v1/tenants/bench/agents",
-                manifest(f"agent-{i}"),
-                {"Idempotency-Key": f"bench-{i}"},
-            )
-            if status == 201:
-                meta = json.loads(data)["metadata"]
-                names.append(meta["name"])
-                ids.append(meta["uid"])
-            return status
-
-        async def get(i: int) -> int:
-            path = f"/api/v1/tenants/bench/agents/{rng.choice(names)}"
-            return (await api.request("GET", path))[0]
-
-        async def baseline(i: int) -> int:
-            return (await bare.request("GET", f"/baseline/{rng.choice(ids)}"))[0]
-
-        rng = random.Random(7)
-        log(f"creates at {args.create_rate}/s for {args.seconds}s")
-        creates = await open_loop(args.create_rate, args.seconds, create)
-        log(f"GETs at {args.get_rate}/s for {args.seconds}s")
-        gets = await open_loop(args.get_rate, args.seconds, get)
-        log(f"baseline GETs at {args.get_rate}/s for {args.seconds}s")
-        base_gets = await open_loop(args.get_rate, args.seconds, baseline)
-        await api.close()
-        await bare.close()
+        with tempfile.TemporaryDirectory() as folder:
+            figures = await phases(args, api_port, base_port, token, folder)
     finally:
         for proc in (serve, base):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
         await drop_database(admin_dsn, name)
-    met = (
-        creates["p95_ms"] <= GOAL["create_p95_ms"]
-        and gets["p95_ms"] <= GOAL["get_p95_ms"]
-        and creates["error_rate"] == gets["error_rate"] == 0
-    )
-    return {
-        "bench": "api",
+    conditions = {
         "database": "postgresql",
-        "runtime": "simulated",
+        "components": "api",
         "cpus": os.cpu_count(),
-        "create": creates,
-        "get": gets,
-        "baseline_get": base_gets,
-        "get_p95_vs_baseline": round(gets["p95_ms"] / base_gets["p95_ms"], 2),
-        "get_p50_vs_baseline": round(gets["p50_ms"] / base_gets["p50_ms"], 2),
-        "goal": GOAL,
-        "goal_met": met,
+        "cpus_note": "load generator, both servers and PostgreSQL share these cores",
+        "workers": args.workers,
+        "workers_note": "the bare endpoint runs the same number of worker processes",
+        "concurrency": args.concurrency,
+        "create_idempotency_key": True,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
     }
+    return [*figures, summary(figures, conditions)]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--create-rate", type=float, default=200.0)
-    p.add_argument("--get-rate", type=float, default=1000.0)
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=16)
     return p
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(parser().parse_args()))))
+    for line in asyncio.run(main(parser().parse_args())):
+        print(json.dumps({"bench": "api", **line}), flush=True)

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         default=8090, ge=0, le=65535, description="gRPC AgentService port; 0: no gRPC server."
     )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="REST worker processes of `agentos serve` (component api) on one port "
+        "(SO_REUSEPORT): the first runs with the other components, the rest serve REST only. "
+        "Rate limits and the token cache are per process.",
+    )
     components: str = Field(
         default="api,controller,relay,gateway",
         pattern=r"^(api|controller|relay|gateway)(,(api|controller|relay|gateway))*$",

@@ -63,6 +63,11 @@ def create_app(container: Container) -> FastAPI:
         version=__version__,
         openapi_url="/openapi.json",
         dependencies=[Depends(reject_unknown_query_parameters)],
+        # FastAPI's request span stays (it carries the trace id to the outbox, the logs and
+        # problem+json bodies); its spans per dependency and endpoint, and its OpenTelemetry
+        # metrics and logs (the Prometheus metrics are RequestMetricsMiddleware's) are off:
+        # they cost a GET about as much as its query (architecture/scaling.md, API).
+        telemetry={"operation_spans": False, "metrics": False, "logs": False},
     )
     app.state.container = container
     app.state.api = ApiContext.of(container)

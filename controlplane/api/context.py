@@ -14,6 +14,8 @@ from controlplane.domain.events.envelope import utcnow
 from controlplane.service import tokens as token_service
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from controlplane.bootstrap import Container
 
 
@@ -31,6 +33,9 @@ class ApiContext:
         self.container = container
         self.settings = s
         self.limiter = TokenBucketLimiter(s.rate_limit_per_s, s.rate_limit_burst)
+        # Reads of one statement need no transaction: autocommit spares BEGIN and ROLLBACK,
+        # two round trips of every such read. Same pool as the engine's.
+        self.reads: AsyncEngine = container.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._cache: dict[str, _Cached] = {}
         self._cache_ttl_s = s.auth_cache_ttl_s
 

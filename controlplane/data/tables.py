@@ -81,6 +81,15 @@ agents = Table(
     Index(None, "phase"),
 )
 
+# A label selector's `key=value` is JSONB containment on PostgreSQL, served by this index
+# (controlplane/data/repositories/labels.py); a plain index on SQLite.
+Index(
+    "ix_agents_labels",
+    agents.c.labels,
+    postgresql_using="gin",
+    postgresql_ops={"labels": "jsonb_path_ops"},
+)
+
 agent_transitions = Table(
     "agent_transitions",
     metadata,
@@ -108,6 +117,10 @@ aggregate_sequences = Table(
     Column("lease_owner", String(128), nullable=True),
     Column("lease_until", Time, nullable=True),
 )
+
+# The relay's claim skips aggregates leased now (lease_until in the future): found by this
+# index, not by a scan of every aggregate there is.
+Index("ix_aggregate_sequences_lease_until", aggregate_sequences.c.lease_until)
 
 outbox = Table(
     "outbox",
@@ -260,8 +273,12 @@ runs = Table(
     Column("heartbeat_at", Time, nullable=True),
     UniqueConstraint("tenant", "name"),
     Index(None, "tenant", "created_at", "id"),
+    # The runs of one agent, newest first (GET …/agents/{name}/runs).
+    Index(None, "tenant", "agent", "created_at", "id"),
     Index(None, "agent_id", "phase"),
     Index(None, "phase", "deadline_at"),
+    # Retention: the runs that ended before a cutoff (controlplane/data/retention.py).
+    Index(None, "phase", "updated_at"),
 )
 
 # The run controller looks every pass for the runs whose delivery a sandbox holds; this

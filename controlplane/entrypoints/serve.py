@@ -18,6 +18,7 @@ from controlplane.config import Settings, component_set, gateway_hosts
 from controlplane.data import migrate
 from controlplane.data.repositories.agents import phase_counter
 from controlplane.data.repositories.run_deliveries import run_phase_counter
+from controlplane.entrypoints import api_workers
 from controlplane.gateway.egress_proxy import EgressProxy
 from controlplane.messaging.embedded import EmbeddedNats
 from controlplane.messaging.streams import connect
@@ -32,9 +33,10 @@ from controlplane.service.tokens import needs_first_admin
 _FREEBIND = {socket.AF_INET: (socket.SOL_IP, 15), socket.AF_INET6: (socket.IPPROTO_IPV6, 78)}
 
 
-def bind_sockets(hosts: list[str], port: int) -> list[socket.socket]:
+def bind_sockets(hosts: list[str], port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """One bound TCP socket per address of `hosts` on `port` (SO_REUSEADDR, free bind on
-    Linux); the servers listen on them. Raises OSError when an address cannot be bound."""
+    Linux; SO_REUSEPORT with `reuse_port`, for worker processes sharing the port); the
+    servers listen on them. Raises OSError when an address cannot be bound."""
     sockets: list[socket.socket] = []
     for host in hosts:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -42,6 +44,8 @@ def bind_sockets(hosts: list[str], port: int) -> list[socket.socket]:
         )[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if sys.platform == "linux" and family in _FREEBIND:
             sock.setsockopt(*_FREEBIND[family], 1)
         try:
@@ -73,7 +77,8 @@ def main(settings: Settings, host: str | None = None, port: int | None = None) -
     """
     configure_logging(settings.log_level, settings.log_format)
     configure_tracing("agentos")
-    migrate.upgrade(settings.database_url)
+    if not api_workers.is_child():  # the first worker migrated before it started this one
+        migrate.upgrade(settings.database_url)
     asyncio.run(_serve(settings, host or settings.host, port or settings.port))
 
 
@@ -94,12 +99,15 @@ async def _run_components(settings: Settings, host: str, port: int) -> None:
     container = Container(settings)
     stop = stop_on_signals()
     components = component_set(settings)
-    inventory = run_inventory(
-        phase_counter(container.engine),
-        stop,
-        count_runs_by_phase=run_phase_counter(container.engine),
-    )
-    tasks = [asyncio.create_task(inventory)]
+    tasks: list[asyncio.Task[None]] = []
+    # The inventory gauges are read from the database: one process of the plane reads them.
+    if not api_workers.is_child():
+        inventory = run_inventory(
+            phase_counter(container.engine),
+            stop,
+            count_runs_by_phase=run_phase_counter(container.engine),
+        )
+        tasks.append(asyncio.create_task(inventory))
     controller = None
     if "controller" in components:
         controller = container.build_controller()
@@ -197,13 +205,18 @@ async def _start_api(
     from controlplane.api.grpc.server import build_server, mark_serving
 
     settings = container.settings
-    await _first_admin_hint(container)
+    child = api_workers.is_child()
     server = _ServerWithoutSignals(
-        uvicorn.Config(
-            create_app(container), host=host, port=port, log_config=None, access_log=False
-        )
+        uvicorn.Config(create_app(container), log_config=None, access_log=False)
     )
-    tasks.append(asyncio.create_task(server.serve()))
+    shared = child or settings.api_workers > 1
+    sockets = bind_sockets([host], port, reuse_port=shared)
+    tasks.append(asyncio.create_task(server.serve(sockets=sockets)))
+    if child:
+        return server, None
+    await _first_admin_hint(container)
+    if settings.api_workers > 1:
+        tasks.append(asyncio.create_task(_run_children(settings.api_workers - 1, host, port, stop)))
     tasks.append(
         asyncio.create_task(
             purge_periodically(container.uow, settings.idempotency_purge_interval_s, stop)
@@ -215,6 +228,15 @@ async def _start_api(
         await grpc_server.start()
         await mark_serving(health)
     return server, grpc_server
+
+
+async def _run_children(count: int, host: str, port: int, stop: asyncio.Event) -> None:
+    """The other REST workers (controlplane/entrypoints/api_workers.py), until `stop`."""
+    children = api_workers.start_children(count, host, port)
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(api_workers.stop_children, children)
 
 
 async def _first_admin_hint(container: Container) -> None:

@@ -4,7 +4,7 @@ relay to the consumer, one trace.
 The path of a trace:
 
     HTTP request span (FastAPI's own, `PUT /api/v1/tenants/{tenant}/agents/{name}`, which
-      continues an incoming `traceparent`) ─▶ `fastapi.endpoint` ─▶ UnitOfWork span (`uow`)
+      continues an incoming `traceparent`) ─▶ UnitOfWork span (`uow`)
       ─▶ service span (e.g. `service.apply_agent`)
       └─ the outbox row stores the W3C `traceparent` of the span current at `outbox.add`
          (and its trace id in the event's `trace_id`)

@@ -193,11 +193,13 @@ async def _apply(
             errors=[FieldError("/metadata/namespace", f"must be {tenant!r} or absent")],
         )
     await _ensure_tenant(uow, tenant)
+    if create_only:
+        # A taken name fails the insert (AlreadyExists): one round trip fewer than a read.
+        (record,) = await _create(uow, tenant, [agent])
+        return ApplyResult(record, created=True, changed=True)
     name = agent.metadata.name
     existing = await uow.agents.find(tenant, name)
     if existing is not None:
-        if create_only:
-            raise AlreadyExists(f"agent {name!r} already exists in tenant {tenant!r}")
         if expected_resource_version is not None and expected_resource_version != str(
             existing.resource_version
         ):

@@ -16,6 +16,7 @@ from controlplane.api.errors import responses
 from controlplane.api.rest.models import AgentEventList, AgentList, AgentObject, WatchEventOut
 from controlplane.api.security import Caller, TenantName, tenant_access
 from controlplane.data.outbox.change_feed import OutboxFeed
+from controlplane.data.repositories.agents import AgentRepository
 from controlplane.domain.access import Principal, Role
 from controlplane.domain.agents.model import DNS1123_LABEL
 from controlplane.domain.errors import BadRequest, FieldError
@@ -26,6 +27,8 @@ from controlplane.service import listing
 from controlplane.service.idempotency import IdempotencyRequest, request_hash
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from controlplane.bootstrap import Container
     from controlplane.data.unit_of_work import UnitOfWork
 
@@ -56,6 +59,13 @@ def _container(request: Request) -> Container:
 
 def _uow(request: Request, principal: Principal | None = None) -> UnitOfWork:
     return _container(request).uow(principal.audit_name if principal else "system")
+
+
+def _reads(request: Request) -> AsyncEngine:
+    """The engine of reads that need no transaction: autocommit, so one statement is one
+    round trip (no BEGIN, no ROLLBACK)."""
+    reads: AsyncEngine = request.app.state.api.reads
+    return reads
 
 
 def _feed(request: Request) -> OutboxFeed:
@@ -273,9 +283,8 @@ async def apply_agent(
 )
 async def get_agent(tenant: TenantName, name: AgentName, request: Request) -> Any:
     """One agent, with status and its transition history under `status.history`."""
-    async with _uow(request) as uow:
-        record = await uow.agents.get(tenant, name)
-        history = await uow.agents.transitions(record.id)
+    async with _reads(request).connect() as conn:
+        record, history = await AgentRepository(conn).get_with_history(tenant, name)
     body: dict[str, Any] = record.to_manifest()
     body["status"]["history"] = [
         {

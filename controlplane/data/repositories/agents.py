@@ -39,6 +39,9 @@ def to_record(row: Any) -> AgentRecord:
     )
 
 
+_HISTORY_COLUMNS = ("from_phase", "to_phase", "reason", "message", "occurred_at")
+
+
 def scheduling_columns(spec: AgentSpec, status: AgentStatus) -> dict[str, Any]:
     """The derived columns the scheduler reads (see tables.agents)."""
     return {
@@ -117,7 +120,10 @@ class AgentRepository:
         """Up to `limit` agents of `tenant` whose labels satisfy `requirements`, by name,
         after the name `after` (keyset pagination: stable under concurrent writes)."""
         query = select(agents).where(
-            agents.c.tenant == tenant, label_condition(agents.c.labels, requirements)
+            agents.c.tenant == tenant,
+            label_condition(
+                agents.c.labels, requirements, postgres=self._conn.dialect.name == "postgresql"
+            ),
         )
         if after is not None:
             query = query.where(agents.c.name > after)
@@ -362,6 +368,31 @@ class AgentRepository:
                 for record, from_phase, to_phase, reason, message, event_id in transitions
             ],
         )
+
+    async def get_with_history(
+        self, tenant: str, name: str
+    ) -> tuple[AgentRecord, builtins.list[dict[str, Any]]]:
+        """The agent and its transitions (oldest first; each a dict of the
+        agent_transitions columns) in one query and one round trip, the GET's read.
+        Raises AgentNotFound."""
+        t = agent_transitions
+        history_columns = [t.c[c].label(f"t_{c}") for c in _HISTORY_COLUMNS]
+        rows = (
+            await self._conn.execute(
+                select(agents, *history_columns)
+                .select_from(agents.outerjoin(t, t.c.agent_id == agents.c.id))
+                .where(agents.c.tenant == tenant, agents.c.name == name)
+                .order_by(t.c.id)
+            )
+        ).all()
+        if not rows:
+            raise AgentNotFound(f"agent {name!r} not found in tenant {tenant!r}")
+        history = [
+            {c: getattr(r, f"t_{c}") for c in _HISTORY_COLUMNS}
+            for r in rows
+            if r.t_to_phase is not None
+        ]
+        return to_record(rows[0]), history
 
     async def transitions(self, agent_id: str) -> Sequence[dict[str, Any]]:
         rows = await self._conn.execute(

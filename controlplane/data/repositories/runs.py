@@ -144,7 +144,10 @@ class RunRepository:
         stable under concurrent writes), of `agent` (a name) when given, in one of `phases`
         when any is given, whose labels satisfy `requirements`."""
         query = select(runs).where(
-            runs.c.tenant == tenant, label_condition(runs.c.labels, requirements)
+            runs.c.tenant == tenant,
+            label_condition(
+                runs.c.labels, requirements, postgres=self._conn.dialect.name == "postgresql"
+            ),
         )
         if agent is not None:
             query = query.where(runs.c.agent == agent)
