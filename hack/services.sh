@@ -79,8 +79,9 @@ if [ "$cmd" = up ] && [ $# -gt 0 ]; then
 fi
 case "$cmd" in
   up)
-    # The console's tests drive Debian's Chromium (tests/e2e/test_console.py); not for `up NAME`.
-    if [ $# -eq 0 ]; then apt_install chromium; fi
+    # The console's tests drive Debian's Chromium (tests/e2e/test_console.py), with a font for
+    # its text (chromium only recommends one; apt_install adds no recommends); not for `up NAME`.
+    if [ $# -eq 0 ]; then apt_install chromium fonts-liberation; fi
     for s in "${SERVICES[@]}"; do "${s}_install"; done
     for s in "${SERVICES[@]}"; do "${s}_start"; done
     tmp="$SVC/env.tmp"
