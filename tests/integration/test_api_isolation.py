@@ -26,6 +26,7 @@ pytestmark = pytest.mark.postgres
 
 PLATFORM_ONLY_PREFIX = "/api/v1/admin/"
 FILTERED_LISTS = {("GET", "/api/v1/tenants")}
+SELF_ROUTES = {("GET", "/api/v1/whoami")}  # the caller's own identity, nothing of others
 
 
 def api_routes(app: Any) -> list[tuple[str, str]]:
@@ -100,6 +101,10 @@ async def test_every_route_isolates_tenants(pg_url: str, tmp_path: Path) -> None
                     assert answer.json()["code"] == "PERMISSION_DENIED"
                 elif (method, template) in FILTERED_LISTS:
                     assert answer.status_code == 200
+                    assert "team-b" not in answer.text
+                elif (method, template) in SELF_ROUTES:
+                    assert answer.status_code == 200, (method, template, answer.text)
+                    assert answer.json()["tenant"] == "team-a"
                     assert "team-b" not in answer.text
                 else:
                     pytest.fail(f"classify {method} {template} in the isolation test")
