@@ -18,8 +18,11 @@ MAX_RULES = 64
 MAX_PORTS = 32
 MAX_HOST_LENGTH = 253
 _ANY_CASE_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
-# The syntax alone (the CRD's pattern); normalize_host checks the rest.
-HOST_PATTERN = rf"^(\*\.)?{_ANY_CASE_LABEL}(\.{_ANY_CASE_LABEL})*\.?$"
+_LAST_LABEL = r"[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+# The CRD's and the OpenAPI pattern: a wildcard only as `*.` before two labels or more, the
+# last label begins with a letter (so no IP literal or all-digit label matches); every name
+# it matches that fits 253 characters normalize_host accepts.
+HOST_PATTERN = rf"^(\*\.{_ANY_CASE_LABEL}\.)?({_ANY_CASE_LABEL}\.)*{_LAST_LABEL}\.?$"
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
