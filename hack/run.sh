@@ -43,8 +43,9 @@ want=$(ls examples/agents/*.yaml | wc -l)
 for _ in $(seq 1 180); do
   table=$(agentos get agents -o wide)
   ready=$(printf '%s\n' "$table" | awk 'NR>1 && $2=="Ready"' | wc -l)
+  settled=$(printf '%s\n' "$table" | awk 'NR>1 && ($2=="Ready" || $2=="Failed")' | wc -l)
   printf '\033[2J\033[H%s\n\n%s of %s Ready\n' "$table" "$ready" "$want"
-  [ "$ready" -ge "$want" ] && break
+  [ "$settled" -ge "$want" ] && break  # flaky-agent may end Failed: it shows the restart policy
   sleep 1
 done
 

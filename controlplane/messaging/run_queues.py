@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from controlplane.domain.agents.model import RunsSpec
 from controlplane.messaging.streams import RUNS_STREAM, ensure_streams, run_subject
 
 CONSUMER_PREFIX = "run-"
+CONSUMER_LIST_PAGE = 256  # consumers per $JS.API.CONSUMER.LIST answer (nats-server)
 
 
 def consumer_name(agent_id: str) -> str:
@@ -95,9 +96,16 @@ class RunQueues:
             await self._js.purge_stream(RUNS_STREAM, subject=run_subject("*", agent_id))
 
     async def consumers(self) -> set[str]:
-        """The agent uids that have a consumer of this owner on `AGENTOS_RUNS`."""
+        """The agent uids that have a consumer of this owner on `AGENTOS_RUNS`, and those of
+        no owner (made before consumers carried their installation's mark: nobody else
+        sweeps them). The server lists at most 256 consumers per request: paged by offset."""
+        infos: list[ConsumerInfo] = []
         try:
-            infos = await self._js.consumers_info(RUNS_STREAM)
+            while True:
+                page = await self._js.consumers_info(RUNS_STREAM, offset=len(infos))
+                infos.extend(page)
+                if len(page) < CONSUMER_LIST_PAGE:
+                    break
         except NotFoundError:
             return set()
         return {
@@ -105,7 +113,7 @@ class RunQueues:
             for i in infos
             if i.name
             and i.name.startswith(CONSUMER_PREFIX)
-            and (i.config.description or "") == self.description
+            and (i.config.description or "") in (self.description, "")
         }
 
     async def next_delivery(

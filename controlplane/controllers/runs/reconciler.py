@@ -214,13 +214,12 @@ class RunController:
                 await uow.commit()
 
     async def sync_consumers(self) -> None:
-        """One consumer per agent: create the missing ones (with the agent's spec.runs),
-        delete those of agents that are gone (their live runs fail, AgentDeleted)."""
+        """One consumer per agent: delete those of agents that are gone (their live runs
+        fail, AgentDeleted), then create the missing ones (with the agent's spec.runs)."""
         async with self._uow(PRINCIPAL) as uow:
             agents = {a.id: a for a in await uow.agents.list()}
         existing = await self.queues.consumers()
-        for agent_id, agent in agents.items():
-            await self.queues.ensure_consumer(agent.tenant, agent_id, agent.spec.runs)
+        # Orphans first: the server caps consumers per stream, and the new need room.
         for agent_id in existing - agents.keys():
             async with self._uow(PRINCIPAL) as uow:
                 orphans = await uow.deliveries.live_of_agents([agent_id])
@@ -229,3 +228,5 @@ class RunController:
                     record, RunPhase.FAILED, RunReason.AGENT_DELETED, "its agent was deleted"
                 )
             await self.queues.delete_consumer(agent_id)
+        for agent_id, agent in agents.items():
+            await self.queues.ensure_consumer(agent.tenant, agent_id, agent.spec.runs)
