@@ -8,13 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from agentos_sdk._core import warm
 
 from controlplane.runtimes import handoff
+from harness.waiting import wait_until
 
 SDK = Path(__file__).resolve().parents[3] / "sdk" / "python"
 
@@ -85,10 +85,12 @@ def test_the_bootstrap_waits_then_becomes_the_agent_it_is_handed(
     env |= {"AGENTOS_CONFIG_FILE": str(tmp_path / "config.json"), "AGENTOS_WARM_POOL": "k"}
     bootstrap = subprocess.Popen([sys.executable, "-m", "agentos_sdk.warm"], env=env)
     try:
-        deadline = time.monotonic() + 20
-        while handoff.handoff_state(tmp_path) is not handoff.HandoffState.WARM:
-            assert time.monotonic() < deadline and bootstrap.poll() is None
-            time.sleep(0.01)
+
+        def warm() -> bool:
+            assert bootstrap.poll() is None, "the bootstrap exited before it was warm"
+            return handoff.handoff_state(tmp_path) is handoff.HandoffState.WARM
+
+        wait_until(warm, 20, "the bootstrap waiting for its handoff")
         argv = [sys.executable, str(script), "--flag"]
         if not in_process:
             argv = [sys.executable, "-c", REPORT, "--flag"]
