@@ -52,6 +52,15 @@ class RecordingGateway(FakeGateway):
     def __init__(self) -> None:
         super().__init__()
         self.reported_by: dict[str, str] = {}
+        self.polling: set[str] = set()  # the credentials with a long poll open
+
+    async def _next(self, request: web.Request) -> web.Response:
+        token = request.headers["Authorization"].partition(" ")[2]
+        self.polling.add(token)
+        try:
+            return await super()._next(request)
+        finally:
+            self.polling.discard(token)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -195,8 +204,11 @@ async def test_agents_claim_warm_sandboxes_and_each_is_bound_to_its_own_identity
     assert all(sandbox_pool_key(s) == warm.pool.key() for s in listed)
 
     # Each agent serves with its own config, environment and credential.
-    await asyncio.sleep(1.0)  # every agent long-polls: each takes one of the runs
-    runs = [gateway.submit({"n": i}) for i in range(SIZE)]
+    async def all_polling() -> bool | None:
+        return len(gateway.polling) == SIZE or None
+
+    await eventually(all_polling, DEADLINE_S, f"{SIZE} agents long-polling")
+    runs = [gateway.submit({"n": i}) for i in range(SIZE)]  # each poll takes one
     for run in runs:
         await gateway.wait_done(run.name, DEADLINE_S)
     outputs = {run.name: run.result["output"] for run in runs if run.result}
@@ -216,8 +228,9 @@ async def test_agents_claim_warm_sandboxes_and_each_is_bound_to_its_own_identity
     # One agent's credential cannot act on another's run.
     async with warm.plane.uow() as uow:
         other = await run_svc.create_run(uow, "acme", names[1], {"input": {}})
+    first_run = next(name for name, output in outputs.items() if output["who"] == names[0])
     async with plane.uow() as uow:
-        first = await run_execution.authenticate_agent(uow, gateway.reported_by[runs[0].name])
+        first = await run_execution.authenticate_agent(uow, gateway.reported_by[first_run])
     with pytest.raises(RunNotFound):
         async with plane.uow() as uow:
             await run_execution.heartbeat(uow, first, other.body["metadata"]["name"])
