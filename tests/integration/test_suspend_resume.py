@@ -353,7 +353,11 @@ async def test_an_sdk_agent_long_polling_the_gateway_is_suspended_and_serves_a_r
         await eventually(lambda: rt.probe(spec.sandbox_id, probe), 60, "Ready")
         first = gateway.submit(task)
         await gateway.wait_done(first.name, timeout_s=60)
-        await asyncio.sleep(1)  # the agent is back in its long poll
+
+        async def polling() -> bool:
+            return bool(gateway.polling)
+
+        await eventually(polling, 30, "the agent back in its long poll")
 
         suspension = await rt.suspend(spec.sandbox_id)
         assert suspension.memory_kept, "checkpointed despite the long poll"

@@ -52,15 +52,6 @@ class RecordingGateway(FakeGateway):
     def __init__(self) -> None:
         super().__init__()
         self.reported_by: dict[str, str] = {}
-        self.polling: set[str] = set()  # the credentials with a long poll open
-
-    async def _next(self, request: web.Request) -> web.Response:
-        token = request.headers["Authorization"].partition(" ")[2]
-        self.polling.add(token)
-        try:
-            return await super()._next(request)
-        finally:
-            self.polling.discard(token)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -6,6 +6,7 @@ tests. The real gateway, on JetStream and the database, is tested by the integra
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +72,7 @@ class FakeGateway:
         self.runs: dict[str, FakeRun] = {}
         self.queue: asyncio.Queue[FakeRun] = asyncio.Queue()
         self.connections: set[int] = set()
+        self.polling: collections.Counter[str] = collections.Counter()  # token → polls open
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -133,10 +135,16 @@ class FakeGateway:
 
     async def _next(self, request: web.Request) -> web.Response:
         wait_s = (await request.json()).get("waitSeconds", 20)
+        token = request.headers["Authorization"].partition(" ")[2]
+        self.polling[token] += 1
         try:
             run = await asyncio.wait_for(self.queue.get(), wait_s)
         except TimeoutError:
             return web.Response(status=204)
+        finally:
+            self.polling[token] -= 1
+            if not self.polling[token]:
+                del self.polling[token]
         if request.transport is None or request.transport.is_closing():
             self.queue.put_nowait(run)  # the client left: keep the delivery
             return web.Response(status=204)
