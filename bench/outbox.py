@@ -51,6 +51,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -289,10 +290,12 @@ async def steady_latency(
     relay_task = asyncio.create_task(relay.run(stop))
     await asyncio.sleep(0.5)  # relay set up and listening
 
-    start_at = time.monotonic() + (2.0 if args.writer == "process" else 0.2)
+    cpu_started = time.process_time()
     if args.writer == "process":
-        written = await run_writer_processes(args, url, start_at)
+        written = await run_writer_processes(args, url)
+        start_at = written["start_at"]
     else:
+        start_at = time.monotonic() + 0.2
         written = await paced_writer(
             url,
             args.rate,
@@ -309,6 +312,7 @@ async def steady_latency(
     if missing:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_received.wait(), 10)
+    cpu_s = time.process_time() - cpu_started
     stop.set()
     await relay_task
     await relay_nc.close()
@@ -321,6 +325,10 @@ async def steady_latency(
     # how a run once printed a negative minimum.) The commit's own time is part of it, as it
     # is of what a caller waits for; `commit_p50_ms` / `commit_p99_ms` show that part.
     latencies_ms = sorted((received[e] - t[0]) * 1000 for e, t in commits.items() if e in received)
+    if args.timeline:  # one line per event: seconds since the start, latency in ms
+        points = sorted((t[0], received[e]) for e, t in commits.items() if e in received)
+        lines = (f"{c - start_at:.4f} {(r - c) * 1000:.2f}\n" for c, r in points)
+        await asyncio.to_thread(Path(args.timeline).write_text, "".join(lines))
     commit_ms = sorted((t[1] - t[0]) * 1000 for t in commits.values())
     if written["errors"]:
         log(f"writer errors: {len(written['errors'])}, first: {written['errors'][0]}")
@@ -332,6 +340,8 @@ async def steady_latency(
         "writer_late": written["late"],
         "unpublished_after": await count_unpublished(dsn),
         "relay": timer.summary(),
+        # This process: the relay and the measuring subscriber (and, inproc, the writer).
+        "process_cpu_us_per_event": round(cpu_s / len(commits) * 1e6, 1) if commits else None,
     }
     if len(latencies_ms) >= 2:
         q = statistics.quantiles(latencies_ms, n=100, method="inclusive")
@@ -475,6 +485,7 @@ async def phases(args: argparse.Namespace, url: str, nats_url: str) -> dict[str,
         "commit_p99_ms": steady.get("commit_p99_ms"),
         "relay": {k: v for k, v in main.items() if k != "relay_per_s"},
         "steady_relay": steady["relay"],
+        "steady_process_cpu_us_per_event": steady["process_cpu_us_per_event"],
         "sweep": [{k: r[k] for k in SWEEP_KEYS} for r in sweep],
         "writer": (args.writer if args.writer == "inproc" else f"{args.writers} processes")
         + f", {args.writer_path}",
@@ -517,6 +528,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
     p.add_argument("--profile-out", default=None, help="file for the drain's profile")
     p.add_argument("--keep-db", action="store_true")
+    p.add_argument("--timeline", default=None, help="file for each steady event's latency")
     p.add_argument(
         "--stale-stats",
         action="store_true",
@@ -573,6 +585,7 @@ def figure_lines(r: dict[str, Any]) -> list[dict[str, Any]]:
             "max_ms": r["latency_max_ms"],
             "min_ms": r["latency_min_ms"],
             "commit_p99_ms": r["commit_p99_ms"],
+            "relay_process_cpu_us_per_event": r["steady_process_cpu_us_per_event"],
             "received": r["steady_received"],
             "committed": r["steady_committed"],
             "writer": r["writer"],

@@ -14,6 +14,7 @@ import math
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -51,13 +52,14 @@ async def paced_writer(
     seconds: float,
     aggregates: int,
     concurrency: int,
-    start_at: float,
+    start_at: float | Callable[[], Awaitable[float]],
     index: int = 0,
     stride: int = 1,
     path: str = "sql",
 ) -> dict[str, Any]:
     """Commit one event per transaction, event i at its absolute deadline `start_at + i/rate`
-    (time.monotonic), for the i ≡ index (mod stride) of this writer; returns event id →
+    (time.monotonic), for the i ≡ index (mod stride) of this writer (`start_at` a
+    coroutine function: awaited for it once the connections are open); returns event id →
     (stamp before COMMIT, COMMIT returned), the errors, and how many deadlines were missed by
     over 5 ms. `path` `uow`: through the UnitOfWork; `sql`: the same statements on asyncpg
     (see `sql_commit`)."""
@@ -87,9 +89,16 @@ async def paced_writer(
         finally:
             slots.release()
 
-    # Warm the pool so the first commits do not pay for connecting.
+    # Warm the pools so the first commits do not pay for connecting (three children
+    # connecting at once on 2 cores took longer than the 2 s lead: the first second's events
+    # were all late, and went out as one burst).
     async with engine.connect() as conn:
         await conn.exec_driver_sql("SELECT 1")
+    warm = [await pool.acquire() for _ in range(concurrency)]
+    for conn in warm:
+        await pool.release(conn)
+    if not isinstance(start_at, float | int):
+        start_at = await start_at()
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     for i in range(index, total, stride):
         delay = start_at + i / rate - time.monotonic()
@@ -162,10 +171,13 @@ async def sql_commit(pool: asyncpg.Pool, event: NewEvent) -> float:
 
 
 async def writer_child(args: argparse.Namespace) -> None:
-    """`--writer process`: print READY, wait for a start time on stdin, write, print results."""
-    print("READY", flush=True)
-    line = await asyncio.to_thread(sys.stdin.readline)
-    start_at = float(line)
+    """`--writer process`: connect, print READY, wait for a start time on stdin, write, print
+    the results."""
+
+    async def start_at() -> float:
+        print("READY", flush=True)
+        return float(await asyncio.to_thread(sys.stdin.readline))
+
     result = await paced_writer(
         args.database_url,
         args.rate,
@@ -183,9 +195,10 @@ async def writer_child(args: argparse.Namespace) -> None:
 
 
 async def run_writer_processes(
-    args: argparse.Namespace, url: str, start_at: float
+    args: argparse.Namespace, url: str, lead_s: float = 0.5
 ) -> dict[str, Any]:
-    """`--writers` child processes, writer j taking events j, j+K, j+2K, ..."""
+    """`--writers` child processes, writer j taking events j, j+K, j+2K, ..., starting
+    `lead_s` after every child is connected; the results and their `start_at`."""
     procs = []
     for j in range(args.writers):
         proc = await asyncio.create_subprocess_exec(
@@ -218,11 +231,12 @@ async def run_writer_processes(
         ready = await asyncio.wait_for(proc.stdout.readline(), 60)
         if ready.strip() != b"READY":
             raise RuntimeError(f"writer child said {ready!r}")
+    start_at = time.monotonic() + lead_s
     for proc in procs:
         assert proc.stdin is not None
         proc.stdin.write(f"{start_at}\n".encode())
         await proc.stdin.drain()
-    merged: dict[str, Any] = {"commits": {}, "errors": [], "late": 0}
+    merged: dict[str, Any] = {"commits": {}, "errors": [], "late": 0, "start_at": start_at}
     for proc in procs:
         assert proc.stdout is not None
         out = await proc.stdout.read()

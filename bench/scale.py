@@ -12,8 +12,9 @@ alone) is started on it. Then, from this process, one request at a time:
 - `watch_from_now`: a watch from a list's resourceVersion, then a label change of one agent;
   the time from the write's answer to the event's line (the watch polls the feed every
   AGENTOS_WATCH_POLL_INTERVAL_S, 0.2 s by default, which bounds it from below);
-- `relay_claim`, `relay_pending`: the relay's own queries (RelayStore.claim and .pending
-  from controlplane/data/outbox/relay_store.py, batch 256, 32 per aggregate) with 500
+- `relay_claim`, `relay_pending`: the relay's own queries (RelayStore.claim_pending, the
+  one statement a relay cycle runs on PostgreSQL to lease and read, and .pending, from
+  controlplane/data/outbox/relay_store.py; batch 256, 32 per aggregate) with 500
   unpublished rows, whatever the table's size.
 
 One JSON line per figure with both sizes' p50/p95 and `ratio` (p50 at 100k over p50 at 1k;
@@ -114,13 +115,14 @@ async def watch_from_now(client: httpx.AsyncClient, rounds: int) -> dict[str, fl
 
 
 async def relay_queries(url: str, count: int) -> dict[str, dict[str, float]]:
-    """The relay's claim and pending, `count` times each (leases of 1 ms: each claim sees
-    the same due rows)."""
+    """The relay's claim (`claim_pending`: the one statement that leases and reads, as the
+    relay runs it on PostgreSQL) and pending, `count` times each (leases of 1 ms: each
+    claim sees the same due rows)."""
     engine = create_engine(url)
     store = RelayStore(engine)
     try:
         keys = await store.claim("bench", 0.001, 256)
-        claim = await timed(count, lambda i: store.claim(f"bench-{i}", 0.001, 256))
+        claim = await timed(count, lambda i: store.claim_pending(f"bench-{i}", 0.001, 256, 32))
         pending = await timed(count, lambda i: store.pending(keys, 32))
         rows = len(await store.pending(keys, 32))
     finally:

@@ -118,10 +118,6 @@ aggregate_sequences = Table(
     Column("lease_until", Time, nullable=True),
 )
 
-# The relay's claim skips aggregates leased now (lease_until in the future): found by this
-# index, not by a scan of every aggregate there is.
-Index("ix_aggregate_sequences_lease_until", aggregate_sequences.c.lease_until)
-
 outbox = Table(
     "outbox",
     metadata,

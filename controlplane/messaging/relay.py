@@ -48,6 +48,7 @@ from controlplane.data.outbox.relay_store import (
 from controlplane.data.unit_of_work import OUTBOX_CHANNEL
 from controlplane.domain.events.envelope import utcnow
 from controlplane.messaging import metrics
+from controlplane.messaging.doorbell import Doorbell
 from controlplane.messaging.streams import (
     EVENTS_STREAM,
     ensure_streams,
@@ -109,9 +110,8 @@ class Relay:
         self._js: JetStreamContext = nc.jetstream()
         self.config = config or RelayConfig()
         self.owner = owner or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self._wake = asyncio.Event()
+        self._bell = Doorbell()
         self._rng = random.Random()
-        self._last_status = 0.0
         self._tracer = tracing.tracer()
         self._span_name = f"publish {EVENTS_STREAM}"
         self.stats = {"published": 0, "duplicates": 0, "failed": 0, "dead_lettered": 0}
@@ -122,14 +122,20 @@ class Relay:
 
     async def run_once(self) -> int:
         """One claim → publish → record cycle. Returns how many events it handled."""
+        return (await self._cycle())[0]
+
+    async def _cycle(self) -> tuple[int, bool]:
+        """One cycle: how many events it handled, and whether more may be due now (its
+        batch was full, or an aggregate gave it all the rows a cycle takes of one)."""
         if not self._nc.is_connected:
-            return 0  # an outage is not a failed attempt: wait for the reconnect
+            return 0, False  # an outage is not a failed attempt: wait for the reconnect
         config = self.config
         keys, rows = await self.store.claim_pending(
             self.owner, config.lease_s, config.batch_size, config.per_aggregate
         )
         if not keys:
-            return 0
+            return 0, False
+        more = len(keys) >= config.batch_size or _an_aggregate_filled(rows, config.per_aggregate)
         published, failed, dead = await self._publish_all(rows)
         await self.store.finish(self.owner, keys, published, failed, dead)
         self.stats["published"] += len(published)
@@ -137,7 +143,7 @@ class Relay:
         self.stats["dead_lettered"] += len(dead)
         for d in dead:
             await self._publish_dead_letter(d)
-        return len(rows)
+        return len(rows), more
 
     async def _publish_all(
         self, rows: Sequence[OutboxRow]
@@ -271,11 +277,7 @@ class Relay:
         )
 
     async def refresh_status_metrics(self) -> None:
-        """Update the backlog gauges from the database (at most every status_interval_s)."""
-        now = time.monotonic()
-        if now - self._last_status < self.config.status_interval_s:
-            return
-        self._last_status = now
+        """Update the backlog gauges from the database."""
         status = await self._admin.status()
         for state, count in status.counts.items():
             metrics.OUTBOX_EVENTS.labels(state).set(count)
@@ -298,8 +300,8 @@ class Relay:
                 continue
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-            await conn.add_listener(OUTBOX_CHANNEL, lambda *_args: self._wake.set())
-            self._wake.set()  # anything committed while we were not listening
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_args: self._bell.ring())
+            self._bell.ring(everyone=True)  # anything committed while we were not listening
             await _first(stop.wait(), lost.wait())
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
@@ -314,30 +316,55 @@ class Relay:
         # PostgreSQL: cycles overlap, so one cycle's database round trips run while another
         # publishes. Each leases its own aggregates (SKIP LOCKED), as two relays would.
         overlapping = self.config.cycles_in_flight if listener else 1
+        # The backlog gauges' query counts the whole outbox: off the cycles' path.
+        status = asyncio.create_task(self._status_loop(stop))
         try:
             await asyncio.gather(*(self._cycles(stop) for _ in range(overlapping)))
         finally:
-            if listener:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+            for task in (status, listener):
+                if task:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             log.info("relay stopped", owner=self.owner)
 
-    async def _cycles(self, stop: asyncio.Event) -> None:
+    async def _status_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            # Cleared before the cycle, not after it: a NOTIFY that lands while the cycle
-            # runs must wake the next wait, not be lost until the poll interval.
-            self._wake.clear()
             try:
-                handled = await self.run_once()
                 await self.refresh_status_metrics()
+            except Exception as exc:  # the database went away: the cycles log it
+                log.debug("relay status failed", error=f"{type(exc).__name__}: {exc}")
+            await _wait(stop, self.config.status_interval_s)
+
+    async def _cycles(self, stop: asyncio.Event) -> None:
+        bell = self._bell
+        while not stop.is_set():
+            seen = bell.answer()
+            try:
+                handled, more = await self._cycle()
             except Exception as exc:  # the database went away: log, back off, carry on
                 log.warning("relay cycle failed", error=f"{type(exc).__name__}: {exc}")
-                handled = 0
+                handled, more = 0, False
                 await _wait(stop, self.config.poll_interval_s)
-            if handled:
-                continue  # more may be waiting
-            await _first(stop.wait(), self._wake.wait(), timeout_s=self.config.poll_interval_s)
+            # Again at once: when more is due; when a ring found no loop idle; and after a
+            # cycle that held leases while rings came (their events, committed after the
+            # cycle's snapshot, were skipped by the loop that the ring woke).
+            if more or bell.unanswered or (handled and bell.rings != seen):
+                continue
+            waiter = bell.waiter()
+            await _first(stop.wait(), waiter, timeout_s=self.config.poll_interval_s)
+            waiter.cancel()
+
+
+def _an_aggregate_filled(rows: Sequence[OutboxRow], per_aggregate: int) -> bool:
+    """Whether some aggregate has `per_aggregate` rows in `rows` (so it may have more)."""
+    counts: dict[AggregateKey, int] = defaultdict(int)
+    for row in rows:
+        key = (row.aggregate_type, row.aggregate_id)
+        counts[key] += 1
+        if counts[key] >= per_aggregate:
+            return True
+    return False
 
 
 def _tracing_on() -> bool:

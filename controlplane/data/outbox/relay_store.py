@@ -19,15 +19,16 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Integer,
     String,
     and_,
     bindparam,
     case,
-    exists,
     func,
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -249,49 +250,79 @@ _RELAY_COLUMNS = (
 )
 
 
-def _claim_query(now: datetime, limit: int) -> Any:
+def _same_aggregate(table: Any, other: Any) -> Any:
+    return and_(
+        table.c.aggregate_type == other.c.aggregate_type,
+        table.c.aggregate_id == other.c.aggregate_id,
+    )
+
+
+def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
     """The aggregates to lease: up to `limit` with due events, oldest event first, not
     leased by a live relay and not locked by a writer (SKIP LOCKED), as a SELECT ... FOR
-    UPDATE of their `aggregate_sequences` rows."""
+    UPDATE of their `aggregate_sequences` rows. `now` and `limit`: values or bindparams.
+
+    Every lease is read by its aggregate's primary key. `lateral` (PostgreSQL): as LATERAL
+    subqueries with LIMIT 1, which the planner runs as one index probe per row, never as a
+    join: at 100,000 aggregates it chose a hash join over a scan of all of them (0.2 s a
+    claim), and under 1,000 events/s an anti-join on "leased now" scanned every leased
+    aggregate once per due row (0.1 s).
+    """
     s = aggregate_sequences
-    leased_elsewhere = exists().where(
-        s.c.aggregate_type == outbox.c.aggregate_type,
-        s.c.aggregate_id == outbox.c.aggregate_id,
-        s.c.lease_until > now,
+
+    def free(table: Any) -> Any:
+        return or_(table.c.lease_until.is_(None), table.c.lease_until <= now)
+
+    due_rows = select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.id).where(
+        outbox.c.state == OutboxState.OUTBOX_WRITTEN, outbox.c.next_attempt_at <= now
     )
-    due = (
-        select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.id)
-        .where(
-            outbox.c.state == OutboxState.OUTBOX_WRITTEN,
-            outbox.c.next_attempt_at <= now,
-            ~leased_elsewhere,
+    if lateral:
+        lease = s.alias("lease")
+        probe = (
+            select(lease.c.aggregate_id)
+            .where(_same_aggregate(lease, outbox), free(lease))
+            .limit(1)
+            .lateral("free_lease")
         )
-        .order_by(outbox.c.id)
-        .limit(limit * 4)
-        .subquery()
+        due_rows = due_rows.select_from(outbox.join(probe, true()))
+    else:
+        lease = s.alias("lease")
+        due_rows = due_rows.join(lease, _same_aggregate(lease, outbox)).where(free(lease))
+    due = due_rows.order_by(outbox.c.id).limit(limit * 4).subquery()
+    first_id = func.min(due.c.id).label("first_id")
+    by_aggregate = select(due.c.aggregate_type, due.c.aggregate_id, first_id).group_by(
+        due.c.aggregate_type, due.c.aggregate_id
     )
-    firsts = (
-        select(due.c.aggregate_type, due.c.aggregate_id, func.min(due.c.id).label("first_id"))
-        .group_by(due.c.aggregate_type, due.c.aggregate_id)
-        .subquery()
-    )
+    if lateral:
+        # In order already, so the LIMIT below stops the locking at `limit` aggregates.
+        by_aggregate = by_aggregate.order_by(first_id)
+    firsts = by_aggregate.subquery()
+    if lateral:
+        row = s.alias("claimed")
+        locked = (
+            select(row.c.aggregate_type, row.c.aggregate_id)
+            .where(_same_aggregate(row, firsts), free(row))
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .lateral("locked")
+        )
+        return (
+            select(locked.c.aggregate_type, locked.c.aggregate_id)
+            .select_from(firsts.join(locked, true()))
+            .order_by(firsts.c.first_id)
+            .limit(limit)
+        )
     return (
         select(s.c.aggregate_type, s.c.aggregate_id)
-        .join(
-            firsts,
-            and_(
-                firsts.c.aggregate_type == s.c.aggregate_type,
-                firsts.c.aggregate_id == s.c.aggregate_id,
-            ),
-        )
-        .where(or_(s.c.lease_until.is_(None), s.c.lease_until <= now))
+        .join(firsts, _same_aggregate(firsts, s))
+        .where(free(s))
         .order_by(firsts.c.first_id)
         .limit(limit)
         .with_for_update(of=s, skip_locked=True)
     )
 
 
-def _pending_query(keys: Any, per_aggregate: int) -> Any:
+def _pending_query(keys: Any, per_aggregate: Any) -> Any:
     """Unpublished rows of the aggregates `keys` (a list of (type, id), or a selectable
     of them), at most `per_aggregate` of each, in sequence order per aggregate."""
     # At most `per_aggregate` rows of each aggregate leave the database: an aggregate with
@@ -383,6 +414,35 @@ _FINISH_PUBLISHED = text(
 )
 
 
+def _claim_pending_statement() -> Any:
+    """`RelayStore.claim_pending`'s statement on PostgreSQL, built once (building it costs
+    about a millisecond of CPU, more than its execution on a small outbox): the lease taken
+    by an UPDATE in a CTE over the SKIP LOCKED pick, and the leased aggregates' rows."""
+    s = aggregate_sequences
+    now = bindparam("now", type_=DateTime(timezone=True))
+    pick = _claim_query(now, bindparam("limit", type_=Integer), lateral=True).cte("pick")
+    leased = (
+        update(s)
+        .where(
+            s.c.aggregate_type == pick.c.aggregate_type,
+            s.c.aggregate_id == pick.c.aggregate_id,
+        )
+        .values(
+            lease_owner=bindparam("owner", type_=String),
+            lease_until=bindparam("until", type_=DateTime(timezone=True)),
+        )
+        .returning(s.c.aggregate_type, s.c.aggregate_id)
+        .cte("leased")
+    )
+    return _pending_query(
+        select(leased.c.aggregate_type, leased.c.aggregate_id),
+        bindparam("per_aggregate", type_=Integer),
+    )
+
+
+_CLAIM_PENDING = _claim_pending_statement()
+
+
 class RelayStore:
     """The relay's access to the outbox, each cycle: `claim_pending` (or `claim` then
     `pending`) → publish → `finish`."""
@@ -399,7 +459,7 @@ class RelayStore:
         now = utcnow()
         s = aggregate_sequences
         async with self._engine.begin() as conn:
-            pick = _claim_query(now, limit)
+            pick = _claim_query(now, limit, lateral=self._postgres)
             keys = [(r.aggregate_type, r.aggregate_id) for r in await conn.execute(pick)]
             if keys:
                 await conn.execute(
@@ -434,24 +494,16 @@ class RelayStore:
             keys = await self.claim(owner, lease_s, limit)
             return keys, await self.pending(keys, per_aggregate)
         now = utcnow()
-        s = aggregate_sequences
-        pick = _claim_query(now, limit).cte("pick")
-        leased = (
-            update(s)
-            .where(
-                s.c.aggregate_type == pick.c.aggregate_type,
-                s.c.aggregate_id == pick.c.aggregate_id,
-            )
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s))
-            .returning(s.c.aggregate_type, s.c.aggregate_id)
-            .cte("leased")
-        )
-        query = _pending_query(
-            select(leased.c.aggregate_type, leased.c.aggregate_id), per_aggregate
-        )
+        params = {
+            "now": now,
+            "until": now + timedelta(seconds=lease_s),
+            "owner": owner,
+            "limit": limit,
+            "per_aggregate": per_aggregate,
+        }
         async with self._engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_CLAIM_PENDING, params)).all()
         keys = list(dict.fromkeys((r.aggregate_type, r.aggregate_id) for r in rows))
         return keys, _due_rows(rows, now)
 
