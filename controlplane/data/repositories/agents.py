@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -375,16 +375,8 @@ class AgentRepository:
         """The agent and its transitions (oldest first; each a dict of the
         agent_transitions columns) in one query and one round trip, the GET's read.
         Raises AgentNotFound."""
-        t = agent_transitions
-        history_columns = [t.c[c].label(f"t_{c}") for c in _HISTORY_COLUMNS]
-        rows = (
-            await self._conn.execute(
-                select(agents, *history_columns)
-                .select_from(agents.outerjoin(t, t.c.agent_id == agents.c.id))
-                .where(agents.c.tenant == tenant, agents.c.name == name)
-                .order_by(t.c.id)
-            )
-        ).all()
+        params = {"tenant": tenant, "name": name}
+        rows = (await self._conn.execute(_GET_WITH_HISTORY, params)).all()
         if not rows:
             raise AgentNotFound(f"agent {name!r} not found in tenant {tenant!r}")
         history = [
@@ -401,6 +393,25 @@ class AgentRepository:
             .order_by(agent_transitions.c.id)
         )
         return [dict(r._mapping) for r in rows]
+
+
+def _get_with_history_statement() -> Any:
+    """`get_with_history`'s query, built once (building it per GET cost a tenth of a
+    millisecond of CPU, a tenth of the request)."""
+    t = agent_transitions
+    history_columns = [t.c[c].label(f"t_{c}") for c in _HISTORY_COLUMNS]
+    return (
+        select(agents, *history_columns)
+        .select_from(agents.outerjoin(t, t.c.agent_id == agents.c.id))
+        .where(
+            agents.c.tenant == bindparam("tenant", type_=String),
+            agents.c.name == bindparam("name", type_=String),
+        )
+        .order_by(t.c.id)
+    )
+
+
+_GET_WITH_HISTORY = _get_with_history_statement()
 
 
 def _stale(record: AgentRecord) -> Conflict:
