@@ -61,10 +61,16 @@ async def paced_writer(
     (time.monotonic), for the i ≡ index (mod stride) of this writer (`start_at` a
     coroutine function: awaited for it once the connections are open); returns event id →
     (stamp before COMMIT, COMMIT returned), the errors, and how many deadlines were missed by
-    over 5 ms. `path` `uow`: through the UnitOfWork; `sql`: the same statements on asyncpg
-    (see `sql_commit`)."""
+    over 5 ms. `path` `uow`: through the UnitOfWork; `sql`: the same writes in one statement
+    on asyncpg (see `sql_commit`)."""
     engine = create_engine(url, pool_size=concurrency // 2 + 1)
-    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=concurrency)
+    # A connection per slot, not an asyncpg pool (whose release sends a reset: one round
+    # trip more per event).
+    idle: list[asyncpg.Connection] = []
+    if path == "sql":
+        dsn = asyncpg_dsn(url)
+        idle = list(await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(concurrency))))
+    connections = list(idle)
     registry = schema_registry()
     total = int(rate * seconds)
     commits: dict[str, tuple[float, float]] = {}  # event id → (commit called, commit returned)
@@ -77,7 +83,11 @@ async def paced_writer(
         try:
             event = bench_event(i % aggregates, i, prefix="steady")
             if path == "sql":
-                before = await sql_commit(pool, event)
+                conn = idle.pop()  # one per slot: a slot is held, so one is idle
+                try:
+                    before = await sql_commit(conn, event)
+                finally:
+                    idle.append(conn)
             else:
                 async with UnitOfWork(engine, registry) as uow:
                     await uow.outbox.add(event)
@@ -94,9 +104,8 @@ async def paced_writer(
     # were all late, and went out as one burst).
     async with engine.connect() as conn:
         await conn.exec_driver_sql("SELECT 1")
-    warm = [await pool.acquire() for _ in range(concurrency)]
-    for conn in warm:
-        await pool.release(conn)
+    for conn in connections:
+        await conn.fetchval("SELECT 1")
     if not isinstance(start_at, float | int):
         start_at = await start_at()
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
@@ -112,61 +121,74 @@ async def paced_writer(
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     await engine.dispose()
-    await pool.close()
+    for conn in connections:
+        await conn.close()
     return {"commits": commits, "errors": errors, "late": late}
 
 
-_NEXT_SEQUENCE = (
-    "INSERT INTO aggregate_sequences (aggregate_type, aggregate_id, last_sequence)"
-    " VALUES ($1, $2, 1) ON CONFLICT (aggregate_type, aggregate_id)"
-    " DO UPDATE SET last_sequence = aggregate_sequences.last_sequence + 1 RETURNING last_sequence"
+# One statement, one round trip, committed on its own: the sequence upsert (which holds the
+# aggregate's row lock until the commit, as in the UnitOfWork), the outbox row with its
+# envelope bytes (the writer's encoding with the sequence spliced in, `_envelope_parts`),
+# and the NOTIFY that PostgreSQL delivers at the commit.
+_WRITE_EVENT = (
+    "WITH seq AS (INSERT INTO aggregate_sequences (aggregate_type, aggregate_id, last_sequence)"
+    " VALUES ($4, $5, 1) ON CONFLICT (aggregate_type, aggregate_id)"
+    " DO UPDATE SET last_sequence = aggregate_sequences.last_sequence + 1"
+    " RETURNING last_sequence),"
+    " ev AS (INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type,"
+    " aggregate_id, sequence, tenant_id, agent_id, trace_id, traceparent, occurred_at, payload,"
+    " state, next_attempt_at, encoded_envelope)"
+    " SELECT $1, $2, $3, $4, $5, seq.last_sequence, $6, $7, $8, NULL, $9, $10::jsonb, $11, $9,"
+    " convert_to($12 || seq.last_sequence::text || $13, 'UTF8') FROM seq RETURNING 1)"
+    f" SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM ev"
 )
-_INSERT_EVENT = (
-    "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type, aggregate_id,"
-    " sequence, tenant_id, agent_id, trace_id, traceparent, occurred_at, payload, state,"
-    " next_attempt_at, encoded_envelope)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11::jsonb, $12, $10, $13)"
-)
+_SEQUENCE_MARK = '"sequence":1,"payload":'
 
 
-async def sql_commit(pool: asyncpg.Pool, event: NewEvent) -> float:
-    """Write `event` as OutboxWriter.add and UnitOfWork.commit do (sequence upsert, outbox
-    row with its encoded envelope, NOTIFY, COMMIT), in prepared statements on asyncpg: about
-    a fifth of the UnitOfWork's CPU, so that a 2-core machine can offer 1,000 events/s with
-    the relay's share left. Returns the monotonic stamp read just before COMMIT."""
-    async with pool.acquire() as conn, conn.transaction():
-        sequence = await conn.fetchval(_NEXT_SEQUENCE, event.aggregate_type, event.aggregate_id)
-        envelope = EventEnvelope(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            schema_version=event.schema_version,
-            occurred_at=event.occurred_at,
-            trace_id=event.trace_id,
-            agent_id=event.agent_id,
-            tenant_id=event.tenant_id,
-            aggregate_type=event.aggregate_type,
-            aggregate_id=event.aggregate_id,
-            sequence=sequence,
-            payload=event.payload,
-        )
-        await conn.execute(
-            _INSERT_EVENT,
-            event.event_id,
-            event.event_type,
-            event.schema_version,
-            event.aggregate_type,
-            event.aggregate_id,
-            sequence,
-            event.tenant_id,
-            event.agent_id,
-            event.trace_id,
-            event.occurred_at,
-            json.dumps(event.payload),
-            OutboxState.OUTBOX_WRITTEN,
-            encode_envelope(envelope),
-        )
-        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-        before = time.monotonic()  # the transaction block's exit sends COMMIT
+def _envelope_parts(event: NewEvent) -> tuple[str, str]:
+    """`encode_envelope` of `event`'s envelope, split where its sequence goes."""
+    envelope = EventEnvelope(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        trace_id=event.trace_id,
+        agent_id=event.agent_id,
+        tenant_id=event.tenant_id,
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        sequence=1,
+        payload=event.payload,
+    )
+    head, mark, tail = encode_envelope(envelope).decode().partition(_SEQUENCE_MARK)
+    assert mark, "the envelope's sequence is where _SEQUENCE_MARK says"
+    return head + '"sequence":', ',"payload":' + tail
+
+
+async def sql_commit(conn: asyncpg.Connection, event: NewEvent) -> float:
+    """Write `event` as OutboxWriter.add and UnitOfWork.commit do (sequence upsert under the
+    aggregate's row lock, outbox row with its encoded envelope, NOTIFY, COMMIT), in one
+    prepared statement on asyncpg: a fraction of the UnitOfWork's CPU, so that a 2-core
+    machine can offer 1,000 events/s with the relay's share left. Returns the monotonic
+    stamp read just before the statement (and its commit) is sent."""
+    head, tail = _envelope_parts(event)
+    args = (
+        event.event_id,
+        event.event_type,
+        event.schema_version,
+        event.aggregate_type,
+        event.aggregate_id,
+        event.tenant_id,
+        event.agent_id,
+        event.trace_id,
+        event.occurred_at,
+        json.dumps(event.payload),
+        OutboxState.OUTBOX_WRITTEN,
+        head,
+        tail,
+    )
+    before = time.monotonic()
+    await conn.execute(_WRITE_EVENT, *args)
     return before
 
 
