@@ -23,7 +23,8 @@ from sqlalchemy.engine import make_url
 from controlplane.bootstrap import schema_registry
 from controlplane.data.engine import create_engine
 from controlplane.data.outbox.wire import encode_envelope
-from controlplane.data.unit_of_work import OUTBOX_CHANNEL, UnitOfWork
+from controlplane.data.outbox.writer import OUTBOX_CHANNEL
+from controlplane.data.unit_of_work import UnitOfWork
 from controlplane.domain.events.envelope import EventEnvelope, NewEvent, OutboxState
 
 

@@ -13,7 +13,7 @@ from types import TracebackType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controlplane.data.outbox.writer import OutboxWriter
+from controlplane.data.outbox.writer import OUTBOX_CHANNEL, OutboxWriter
 from controlplane.data.repositories.agents import AgentRepository
 from controlplane.data.repositories.approvals import ApprovalRepository
 from controlplane.data.repositories.audit import AuditRepository
@@ -28,8 +28,6 @@ from controlplane.data.repositories.tenants import TenantRepository
 from controlplane.data.repositories.tokens import TokenRepository
 from controlplane.domain.events.registry import SchemaRegistry
 from controlplane.observability import tracing
-
-OUTBOX_CHANNEL = "agentos_outbox"
 
 
 class UnitOfWork:
@@ -86,8 +84,13 @@ class UnitOfWork:
         return self
 
     async def commit(self) -> None:
-        """Commit the transaction; wake the relay if events were written."""
-        if self.outbox.written and self.connection.dialect.name == "postgresql":
+        """Commit the transaction; wake the relay if events were written (on PostgreSQL the
+        outbox's write queued the NOTIFY already)."""
+        if (
+            self.outbox.written
+            and not self.outbox.notified
+            and self.connection.dialect.name == "postgresql"
+        ):
             await self.connection.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.connection.commit()
         self._committed = True

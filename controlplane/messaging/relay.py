@@ -45,7 +45,7 @@ from controlplane.data.outbox.relay_store import (
     Published,
     RelayStore,
 )
-from controlplane.data.unit_of_work import OUTBOX_CHANNEL
+from controlplane.data.outbox.writer import OUTBOX_CHANNEL
 from controlplane.domain.events.envelope import utcnow
 from controlplane.messaging import metrics
 from controlplane.messaging.doorbell import Doorbell

@@ -246,7 +246,7 @@ def test_the_crd_column_describes_what_is_built() -> None:
 def test_every_metric_named_is_exported() -> None:
     from prometheus_client import REGISTRY
 
-    from controlplane.data.unit_of_work import OUTBOX_CHANNEL
+    from controlplane.data.outbox.writer import OUTBOX_CHANNEL
 
     known = exported_series() | {family.name for family in REGISTRY.collect()}
     named = set()

@@ -3,7 +3,9 @@ outbox), each with its gapless per-aggregate sequence (architecture/data-layer.m
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from typing import Any
+
+from sqlalchemy import insert, literal_column
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.data.dialect import dialect_insert
@@ -12,6 +14,16 @@ from controlplane.data.tables import aggregate_sequences, outbox
 from controlplane.domain.events.envelope import EventEnvelope, NewEvent, OutboxState
 from controlplane.domain.events.registry import SchemaRegistry
 from controlplane.observability import tracing
+
+# PostgreSQL: the channel the relay LISTENs on. A transaction that wrote events notifies it,
+# and PostgreSQL delivers the notification only at its commit.
+OUTBOX_CHANNEL = "agentos_outbox"
+
+
+# (A literal column, not func.pg_notify(...): its two bound strings made every statement a
+# miss of SQLAlchemy's compiled cache.)
+_NOTIFY: Any = literal_column(f"pg_notify('{OUTBOX_CHANNEL}', '')")
+_UPSERTS: dict[str, Any] = {}  # dialect name → OutboxWriter._upsert's statement
 
 
 class OutboxWriter:
@@ -24,7 +36,24 @@ class OutboxWriter:
     def __init__(self, conn: AsyncConnection, registry: SchemaRegistry) -> None:
         self._conn = conn
         self._registry = registry
+        self._postgres = conn.dialect.name == "postgresql"
         self.written = 0
+        self.notified = False  # the relay's NOTIFY is queued in this transaction
+
+    def _upsert(self) -> Any:
+        """The sequence upsert for this connection's dialect, built once per dialect. Its
+        rows go as parameters, not in .values(): a multi-VALUES upsert has no key in
+        SQLAlchemy's compiled cache, and was compiled again for every write."""
+        name = self._conn.dialect.name
+        if name not in _UPSERTS:
+            stmt = dialect_insert(self._conn, aggregate_sequences)
+            s = aggregate_sequences
+            upsert = stmt.on_conflict_do_update(
+                index_elements=["aggregate_type", "aggregate_id"],
+                set_={"last_sequence": s.c.last_sequence + stmt.excluded.last_sequence},
+            ).returning(s.c.aggregate_type, s.c.aggregate_id, s.c.last_sequence)
+            _UPSERTS[name] = upsert.returning(_NOTIFY) if name == "postgresql" else upsert
+        return _UPSERTS[name]
 
     async def _reserve_sequences(
         self, counts: dict[tuple[str, str], int]
@@ -33,25 +62,19 @@ class OutboxWriter:
 
         The upsert locks the aggregates' rows until commit: writers of one aggregate are
         serialised, so sequences are gapless and commit in order (a rollback undoes both).
-        Keys are sorted so two batches lock rows in the same order (no deadlock).
+        Keys are sorted so two batches lock rows in the same order (no deadlock). On
+        PostgreSQL the statement also queues the relay's NOTIFY (`pg_notify` in RETURNING:
+        the same notification queued twice in a transaction is delivered once, at commit),
+        which saves the commit a round trip.
         """
-        stmt = dialect_insert(self._conn, aggregate_sequences).values(
-            [
-                {"aggregate_type": t, "aggregate_id": i, "last_sequence": n}
-                for (t, i), n in sorted(counts.items())
-            ]
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["aggregate_type", "aggregate_id"],
-            set_={
-                "last_sequence": aggregate_sequences.c.last_sequence + stmt.excluded.last_sequence
-            },
-        ).returning(
-            aggregate_sequences.c.aggregate_type,
-            aggregate_sequences.c.aggregate_id,
-            aggregate_sequences.c.last_sequence,
-        )
-        return {(t, i): int(last) for t, i, last in await self._conn.execute(stmt)}
+        stmt = self._upsert()
+        params = [
+            {"aggregate_type": t, "aggregate_id": i, "last_sequence": n}
+            for (t, i), n in sorted(counts.items())
+        ]
+        rows = (await self._conn.execute(stmt, params)).all()
+        self.notified = self._postgres
+        return {(r[0], r[1]): int(r[2]) for r in rows}
 
     async def add(self, event: NewEvent, *, traceparent: str | None = None) -> EventEnvelope:
         """Validate and write `event`; returns it with its per-aggregate sequence.
