@@ -8,7 +8,8 @@ worker processes each (`--workers`), then drives them from a third process, benc
 1. the bare endpoint's saturation throughput X (closed loop, `--concurrency` connections);
 2. Agent OS GET and create saturation, measured the same way, interleaved with it in
    `--rounds` rounds (each figure is its median round; every round's throughput is printed);
-3. at 0.5 X offered (open loop), GET p95 against the bare endpoint's p95.
+3. at 0.5 X offered (open loop), GET p95 against the bare endpoint's p95, in rounds too
+   (each figure its round of median p95).
 
 One JSON line per figure, then a summary line with `bare_saturation_per_s`,
 `get_saturation_ratio`, `create_saturation_ratio` beside the latencies. Client, servers and
@@ -166,20 +167,23 @@ async def phases(
     ]
     bare_sat = figures[0]
     half = round(bare_sat["throughput_per_s"] / 2, 1)
-    log(f"latency at 0.5 X = {half}/s: bare, GET")
     at_half = {"mode": "open", "rate": half, **common}
-    figures.append({"figure": "bare_at_half_x", **await load(base_port, "bare", **bare, **at_half)})
-    figures.append({"figure": "get_at_half_x", **await load(api_port, "get", **get, **at_half)})
+    latencies: dict[str, list[dict[str, Any]]] = {"bare": [], "get": []}
+    for r in range(args.rounds):
+        log(f"latency at 0.5 X = {half}/s, round {r + 1}/{args.rounds}: bare, GET")
+        latencies["bare"].append(await load(base_port, "bare", **bare, **at_half))
+        latencies["get"].append(await load(api_port, "get", **get, **at_half))
+    figures += [
+        {"figure": f"{kind}_at_half_x", **median_round(results, "p95_ms")}
+        for kind, results in latencies.items()
+    ]
     return figures
 
 
-def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The round of median throughput, with every round's throughput beside it."""
-    ordered = sorted(results, key=lambda r: r["throughput_per_s"])
-    return {
-        **ordered[len(ordered) // 2],
-        "rounds_per_s": [r["throughput_per_s"] for r in results],
-    }
+def median_round(results: list[dict[str, Any]], by: str = "throughput_per_s") -> dict[str, Any]:
+    """The round of median `by`, with every round's `by` beside it."""
+    ordered = sorted(results, key=lambda r: r[by])
+    return {**ordered[len(ordered) // 2], f"rounds_{by}": [r[by] for r in results]}
 
 
 def summary(figures: list[dict[str, Any]], conditions: dict[str, Any]) -> dict[str, Any]:

@@ -276,8 +276,8 @@ def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
     due_rows = select(outbox.c.aggregate_type, outbox.c.aggregate_id, outbox.c.id).where(
         outbox.c.state == OutboxState.OUTBOX_WRITTEN, outbox.c.next_attempt_at <= now
     )
+    lease = s.alias("lease")
     if lateral:
-        lease = s.alias("lease")
         probe = (
             select(lease.c.aggregate_id)
             .where(_same_aggregate(lease, outbox), free(lease))
@@ -286,7 +286,6 @@ def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
         )
         due_rows = due_rows.select_from(outbox.join(probe, true()))
     else:
-        lease = s.alias("lease")
         due_rows = due_rows.join(lease, _same_aggregate(lease, outbox)).where(free(lease))
     due = due_rows.order_by(outbox.c.id).limit(limit * 4).subquery()
     first_id = func.min(due.c.id).label("first_id")
