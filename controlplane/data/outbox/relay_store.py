@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -257,6 +258,12 @@ def _same_aggregate(table: Any, other: Any) -> Any:
     )
 
 
+def _row_version(table: Any) -> Any:
+    """PostgreSQL's `xmin` of `table`'s row (the transaction that wrote this version), as
+    text: it changes with every update of the row."""
+    return literal_column(f"{table.name}.xmin::text", String)
+
+
 def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
     """The aggregates to lease: up to `limit` with due events, oldest event first, not
     leased by a live relay and not locked by a writer (SKIP LOCKED), as a SELECT ... FOR
@@ -266,7 +273,10 @@ def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
     subqueries with LIMIT 1, which the planner runs as one index probe per row, never as a
     join: at 100,000 aggregates it chose a hash join over a scan of all of them (0.2 s a
     claim), and under 1,000 events/s an anti-join on "leased now" scanned every leased
-    aggregate once per due row (0.1 s).
+    aggregate once per due row (0.1 s). Its lock also requires the lease row's version
+    (`xmin`) to be the one the statement's snapshot read: a row another relay leased and
+    released since (its events published after that snapshot) fails the recheck of the
+    lock (READ COMMITTED's EvalPlanQual) and is skipped, as a locked one is.
     """
     s = aggregate_sequences
 
@@ -279,19 +289,21 @@ def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
     lease = s.alias("lease")
     if lateral:
         probe = (
-            select(lease.c.aggregate_id)
+            select(_row_version(lease).label("version"))
             .where(_same_aggregate(lease, outbox), free(lease))
             .limit(1)
             .lateral("free_lease")
         )
+        due_rows = due_rows.add_columns(probe.c.version)
         due_rows = due_rows.select_from(outbox.join(probe, true()))
     else:
         due_rows = due_rows.join(lease, _same_aggregate(lease, outbox)).where(free(lease))
     due = due_rows.order_by(outbox.c.id).limit(limit * 4).subquery()
     first_id = func.min(due.c.id).label("first_id")
-    by_aggregate = select(due.c.aggregate_type, due.c.aggregate_id, first_id).group_by(
-        due.c.aggregate_type, due.c.aggregate_id
-    )
+    keys = [due.c.aggregate_type, due.c.aggregate_id]
+    if lateral:
+        keys.append(due.c.version)
+    by_aggregate = select(*keys, first_id).group_by(*keys)
     if lateral:
         # In order already, so the LIMIT below stops the locking at `limit` aggregates.
         by_aggregate = by_aggregate.order_by(first_id)
@@ -300,7 +312,11 @@ def _claim_query(now: Any, limit: Any, *, lateral: bool = False) -> Any:
         row = s.alias("claimed")
         locked = (
             select(row.c.aggregate_type, row.c.aggregate_id)
-            .where(_same_aggregate(row, firsts), free(row))
+            .where(
+                _same_aggregate(row, firsts),
+                free(row),
+                _row_version(row) == firsts.c.version,
+            )
             .limit(1)
             .with_for_update(skip_locked=True)
             .lateral("locked")
