@@ -25,7 +25,7 @@ from controlplane.data.engine import create_engine
 from controlplane.data.outbox.wire import encode_envelope
 from controlplane.data.outbox.writer import OUTBOX_CHANNEL
 from controlplane.data.unit_of_work import UnitOfWork
-from controlplane.domain.events.envelope import EventEnvelope, NewEvent, OutboxState
+from controlplane.domain.events.envelope import NewEvent, OutboxState
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -148,19 +148,7 @@ _SEQUENCE_MARK = '"sequence":1,"payload":'
 
 def _envelope_parts(event: NewEvent) -> tuple[str, str]:
     """`encode_envelope` of `event`'s envelope, split where its sequence goes."""
-    envelope = EventEnvelope(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        occurred_at=event.occurred_at,
-        trace_id=event.trace_id,
-        agent_id=event.agent_id,
-        tenant_id=event.tenant_id,
-        aggregate_type=event.aggregate_type,
-        aggregate_id=event.aggregate_id,
-        sequence=1,
-        payload=event.payload,
-    )
+    envelope = event.written(1)
     head, mark, tail = encode_envelope(envelope).decode().partition(_SEQUENCE_MARK)
     assert mark, "the envelope's sequence is where _SEQUENCE_MARK says"
     return head + '"sequence":', ',"payload":' + tail

@@ -286,21 +286,7 @@ class FakeOutboxWriter(OutboxWriter):
         for event in events:
             key = (event.aggregate_type, event.aggregate_id)
             self._t.sequences[key] = self._t.sequences.get(key, 0) + 1
-            envelopes.append(
-                EventEnvelope(
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    schema_version=event.schema_version,
-                    occurred_at=event.occurred_at,
-                    trace_id=event.trace_id,
-                    agent_id=event.agent_id,
-                    tenant_id=event.tenant_id,
-                    aggregate_type=event.aggregate_type,
-                    aggregate_id=event.aggregate_id,
-                    sequence=self._t.sequences[key],
-                    payload=event.payload,
-                )
-            )
+            envelopes.append(event.written(self._t.sequences[key]))
         self._t.events.extend(envelopes)
         self.written += len(envelopes)
         return envelopes

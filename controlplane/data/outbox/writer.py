@@ -106,21 +106,7 @@ class OutboxWriter:
             key = (event.aggregate_type, event.aggregate_id)
             sequence = next_sequence[key]
             next_sequence[key] = sequence + 1
-            envelopes.append(
-                EventEnvelope(
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    schema_version=event.schema_version,
-                    occurred_at=event.occurred_at,
-                    trace_id=event.trace_id or trace_id,
-                    agent_id=event.agent_id,
-                    tenant_id=event.tenant_id,
-                    aggregate_type=event.aggregate_type,
-                    aggregate_id=event.aggregate_id,
-                    sequence=sequence,
-                    payload=event.payload,
-                )
-            )
+            envelopes.append(event.written(sequence, trace_id))
         await self._conn.execute(
             insert(outbox),
             [

@@ -72,6 +72,23 @@ class NewEvent:
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: datetime = field(default_factory=utcnow)
 
+    def written(self, sequence: int, trace_id: str | None = None) -> EventEnvelope:
+        """This event as written at `sequence` of its aggregate; `trace_id` stands in for
+        an absent own one."""
+        return EventEnvelope(
+            event_id=self.event_id,
+            event_type=self.event_type,
+            schema_version=self.schema_version,
+            occurred_at=self.occurred_at,
+            trace_id=self.trace_id or trace_id,
+            agent_id=self.agent_id,
+            tenant_id=self.tenant_id,
+            aggregate_type=self.aggregate_type,
+            aggregate_id=self.aggregate_id,
+            sequence=sequence,
+            payload=self.payload,
+        )
+
 
 @dataclass(frozen=True)
 class EventEnvelope:
