@@ -172,7 +172,7 @@ def _apply(plane: Plane, tenant: str, name: str, runtime_class: str, egress: lis
         "metadata": {"name": name},
         "spec": {
             "image": f"oci-archive:{service_setting('AGENTOS_PYTHON_IMAGE_ARCHIVE', 'image')}",
-            "command": ["python3", "-c", "import time; time.sleep(86400)"],
+            "command": ["python3", "-c", "import threading; threading.Event().wait()"],
             "runtime": {"class": runtime_class},
             "readiness": {"exec": {"command": ["python3", "-c", "pass"]}, "periodSeconds": 1},
             "network": {"egress": egress},
