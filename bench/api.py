@@ -54,10 +54,14 @@ def baseline_app() -> Any:
     from fastapi import FastAPI, HTTPException
     from sqlalchemy import select
 
+    from controlplane.config import Settings
     from controlplane.data.engine import create_engine
     from controlplane.data.tables import agents
 
-    engine = create_engine(os.environ["AGENTOS_DATABASE_URL"])
+    engine = create_engine(
+        os.environ["AGENTOS_DATABASE_URL"],
+        pool_size=Settings().db_pool_size,
+    )
     app = FastAPI()
 
     @app.get("/baseline/{agent_id}")

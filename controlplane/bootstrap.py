@@ -65,7 +65,9 @@ class Container:
     ) -> None:
         self.settings = settings
         self._owns_engine = engine is None
-        self.engine: AsyncEngine = engine or create_engine(settings.database_url)
+        self.engine: AsyncEngine = engine or create_engine(
+            settings.database_url, pool_size=settings.db_pool_size
+        )
         self.registry: SchemaRegistry = schema_registry()
         self.controller: Controller | None = None
         # The API's per-process context (token cache, rate limiter), made on first use by

@@ -39,6 +39,15 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}",
         description="SQLAlchemy async URL; PostgreSQL (asyncpg) or SQLite (aiosqlite).",
     )
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        description="PostgreSQL connections each process keeps once opened, and as many again "
+        "while busy (SQLAlchemy pool_size, max_overflow). Below the requests a process serves "
+        "at once, every request beyond it opens and closes a connection "
+        "(architecture/scaling.md, API).",
+    )
     nats_url: str | None = Field(
         default=None,
         description="NATS server. Unset: `serve` starts an embedded nats-server with JetStream "

@@ -14,11 +14,14 @@ def is_postgres(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
     """An AsyncEngine for `url`.
 
     SQLite gets WAL journaling, foreign keys on and a 30 s busy timeout, so that the API, the
-    controller and the relay can share one file; PostgreSQL gets a pool of `pool_size`.
+    controller and the relay can share one file; PostgreSQL gets a pool of `pool_size`
+    connections and as many overflow ones (closed on checkin, so a pool smaller than the
+    concurrent checkouts opens a connection per request beyond it: a PostgreSQL backend fork
+    and fresh prepared statements each).
     """
     kwargs: dict[str, Any] = {"echo": echo}
     if is_postgres(url):
